@@ -1,0 +1,49 @@
+# SimplyTalk backend. `make run` and `make test` set up everything they need.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+PY_STAMP := $(VENV)/.installed
+NODE_STAMP := node_modules/.installed
+
+.PHONY: setup run test unit lint bench deploy clean check-tools
+
+setup: check-tools $(PY_STAMP) $(NODE_STAMP)
+
+check-tools:
+	@command -v java >/dev/null || { echo "java (17+) is required for the Firestore and Pub/Sub emulators"; exit 1; }
+	@command -v npm >/dev/null || { echo "node and npm are required for the Auth emulator (firebase-tools)"; exit 1; }
+	@command -v gcloud >/dev/null || ls /usr/lib/google-cloud-sdk/platform/cloud-firestore-emulator >/dev/null 2>&1 \
+		|| { echo "the Google Cloud CLI with its Firestore and Pub/Sub emulators is required"; exit 1; }
+
+$(PY_STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check --upgrade pip
+	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[dev]'
+	touch $@
+
+$(NODE_STAMP): package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+run: setup
+	$(BIN)/python -m devtools.stack run
+
+test: setup lint
+	$(BIN)/pytest
+
+unit: setup
+	$(BIN)/pytest tests/unit
+
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+
+bench: setup
+	$(BIN)/python -m devtools.bench
+
+deploy: setup
+	$(BIN)/python -m devtools.deploy
+
+clean:
+	rm -rf build .stack .pytest_cache .mypy_cache .ruff_cache bench-results.json

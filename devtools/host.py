@@ -1,0 +1,77 @@
+"""The local functions host: every function of deploy.toml on one port.
+
+Each function is a real functions-framework app (`create_app` on
+functions/main.py, as `functions-framework --target=...` builds it), mounted
+where the Firebase functions emulator would serve it:
+
+- HTTP functions at `/{project}/{region}/{function}/...` (the function sees
+  the rest of the path, as in production);
+- event functions at `/functions/projects/{project}/triggers/{function}`, where
+  the Firestore emulator (`--functions_emulator`) delivers CloudEvents for the
+  eventarc triggers registered under that key.
+
+Run: `python -m devtools.host --port 5001`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+from typing import Any
+
+from werkzeug.middleware.dispatcher import DispatcherMiddleware
+from werkzeug.serving import run_simple
+from werkzeug.wrappers import Request, Response
+
+from devtools.manifest import ROOT, Manifest, load
+
+MAIN = ROOT / "functions" / "main.py"
+
+
+def _not_found(environ: dict[str, Any], start_response: Any) -> Any:
+    path = Request(environ).path
+    body = {"error": {"code": 404, "status": "NOT_FOUND", "message": f"no function at {path}"}}
+    return Response(json.dumps(body), 404, content_type="application/json")(environ, start_response)
+
+
+def _root_path(app: Any) -> Any:
+    """`/fn` and `/fn/` both reach the function as path `/`, as in production."""
+
+    def wrapped(environ: dict[str, Any], start_response: Any) -> Any:
+        if not environ.get("PATH_INFO"):
+            environ["PATH_INFO"] = "/"
+        return app(environ, start_response)
+
+    return wrapped
+
+
+def build_app(project: str, manifest: Manifest | None = None) -> DispatcherMiddleware:
+    import functions_framework
+
+    manifest = manifest or load()
+    mounts: dict[str, Any] = {}
+    for fn in manifest.functions:
+        app = functions_framework.create_app(fn.entry_point, str(MAIN), fn.signature_type)
+        if fn.trigger == "http":
+            mounts[f"/{project}/{manifest.region}/{fn.name}"] = app
+        else:
+            mounts[f"/functions/projects/{project}/triggers/{fn.name}"] = app
+    return DispatcherMiddleware(_not_found, {k: _root_path(v) for k, v in mounts.items()})
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=5001)
+    parser.add_argument("--quiet", action="store_true", help="no per-request access log")
+    args = parser.parse_args()
+    project = os.environ.get("SIMPLYTALK_PROJECT", "demo-simplytalk")
+    if args.quiet:
+        logging.getLogger("werkzeug").setLevel(logging.WARNING)
+    run_simple(args.host, args.port, build_app(project), threaded=True, use_reloader=False)
+
+
+if __name__ == "__main__":
+    main()

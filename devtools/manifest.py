@@ -1,0 +1,64 @@
+"""deploy.toml, parsed."""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+MANIFEST = ROOT / "deploy.toml"
+
+SIGNATURE = {"http": "http", "firestore": "cloudevent", "pubsub": "cloudevent"}
+
+
+@dataclass(frozen=True)
+class Function:
+    name: str
+    entry_point: str
+    trigger: str
+    memory: str = "256Mi"
+    timeout: str = "60s"
+    max_instances: int | None = None
+    event_type: str | None = None
+    document: str | None = None
+    topic: str | None = None
+    schedule: str | None = None
+    retry: bool = False
+    env: dict[str, str] = field(default_factory=dict)
+    secrets: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def signature_type(self) -> str:
+        return SIGNATURE[self.trigger]
+
+
+@dataclass(frozen=True)
+class Manifest:
+    region: str
+    runtime: str
+    source: str
+    env: dict[str, str]
+    functions: list[Function]
+
+    def by_trigger(self, trigger: str) -> list[Function]:
+        return [f for f in self.functions if f.trigger == trigger]
+
+
+def load(path: Path = MANIFEST) -> Manifest:
+    raw: dict[str, Any] = tomllib.loads(path.read_text())
+    project = raw["project"]
+    functions = [Function(**spec) for spec in raw.get("function", [])]
+    for fn in functions:
+        if fn.trigger not in SIGNATURE:
+            raise ValueError(f"{fn.name}: unknown trigger {fn.trigger!r}")
+        if fn.trigger == "firestore" and not (fn.event_type and fn.document):
+            raise ValueError(f"{fn.name}: a firestore trigger needs event_type and document")
+    return Manifest(
+        region=project["region"],
+        runtime=project["runtime"],
+        source=project["source"],
+        env=dict(project.get("env", {})),
+        functions=functions,
+    )

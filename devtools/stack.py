@@ -1,0 +1,318 @@
+"""The local stack: Firestore, Auth and Pub/Sub emulators and the functions host.
+
+`python -m devtools.stack run` (what `make run` calls) starts everything on the
+ports of DESIGN.md, registers the Firestore triggers of deploy.toml with the
+emulator, prints the URLs and waits; SIGINT or SIGTERM stops every process it
+started (each runs in its own process group, so nothing is orphaned). The test
+suite uses the same `Stack` on free ports.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+from devtools.manifest import ROOT, Manifest, load
+
+FIRESTORE_MAIN = "com.google.cloud.datastore.emulator.firestore.CloudFirestore"
+LOOPBACK = "127.0.0.1"
+
+
+@dataclass(frozen=True)
+class Ports:
+    firestore: int = 8080
+    auth: int = 9099
+    pubsub: int = 8085
+    functions: int = 5001
+    hub: int = 4400
+    logging: int = 4500
+
+    @classmethod
+    def free(cls) -> Ports:
+        socks = []
+        for _ in range(6):
+            s = socket.socket()
+            s.bind((LOOPBACK, 0))
+            socks.append(s)
+        ports = [s.getsockname()[1] for s in socks]
+        for s in socks:
+            s.close()
+        return cls(*ports)
+
+
+def sdk_root() -> Path:
+    for candidate in (os.environ.get("CLOUDSDK_ROOT"), "/usr/lib/google-cloud-sdk",
+                      "/usr/share/google-cloud-sdk", "/google-cloud-sdk"):
+        if candidate and (Path(candidate) / "platform").is_dir():
+            return Path(candidate)
+    gcloud = shutil.which("gcloud")
+    if not gcloud:
+        raise RuntimeError("Google Cloud CLI not found (needed for its Firestore and Pub/Sub emulators)")
+    out = subprocess.run([gcloud, "info", "--format=value(installation.sdk_root)"],
+                         capture_output=True, text=True, check=True).stdout.strip()
+    return Path(out)
+
+
+def port_open(port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(0.2)
+        return s.connect_ex((LOOPBACK, port)) == 0
+
+
+def http_ok(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=1) as resp:
+            return bool(resp.status < 500)
+    except urllib.error.HTTPError as exc:
+        return exc.code < 500
+    except OSError:
+        return False
+
+
+@dataclass
+class Service:
+    name: str
+    argv: list[str]
+    ready_url: str
+    env: dict[str, str] = field(default_factory=dict)
+    proc: subprocess.Popen[bytes] | None = None
+    log: IO[bytes] | None = None
+
+
+class Stack:
+    def __init__(self, project: str = "demo-simplytalk", ports: Ports | None = None,
+                 workdir: Path | None = None, quiet_host: bool = True,
+                 manifest: Manifest | None = None) -> None:
+        if not project.startswith("demo-"):
+            raise ValueError("the local stack only runs demo- projects")
+        self.project = project
+        self.ports = ports or Ports()
+        self.workdir = workdir or ROOT / ".stack"
+        self.quiet_host = quiet_host
+        self.manifest = manifest or load()
+        self.services: list[Service] = []
+        self.started_in: float | None = None
+
+    # -- addresses -------------------------------------------------------
+    @property
+    def firestore_host(self) -> str:
+        return f"{LOOPBACK}:{self.ports.firestore}"
+
+    @property
+    def auth_host(self) -> str:
+        return f"{LOOPBACK}:{self.ports.auth}"
+
+    @property
+    def pubsub_host(self) -> str:
+        return f"{LOOPBACK}:{self.ports.pubsub}"
+
+    @property
+    def functions_url(self) -> str:
+        return f"http://{LOOPBACK}:{self.ports.functions}"
+
+    def function_url(self, name: str) -> str:
+        return f"{self.functions_url}/{self.project}/{self.manifest.region}/{name}"
+
+    def client_env(self) -> dict[str, str]:
+        """What a client (or the functions host) needs to talk to this stack."""
+        return {
+            "SIMPLYTALK_PROJECT": self.project,
+            "GOOGLE_CLOUD_PROJECT": self.project,
+            "FIRESTORE_EMULATOR_HOST": self.firestore_host,
+            "FIREBASE_AUTH_EMULATOR_HOST": self.auth_host,
+            "PUBSUB_EMULATOR_HOST": self.pubsub_host,
+        }
+
+    # -- processes -------------------------------------------------------
+    def _services(self) -> list[Service]:
+        sdk = sdk_root() / "platform"
+        firestore_jar = sdk / "cloud-firestore-emulator" / "cloud-firestore-emulator.jar"
+        pubsub_jars = sorted((sdk / "pubsub-emulator" / "lib").glob("cloud-pubsub-emulator-*.jar"))
+        if not firestore_jar.exists() or not pubsub_jars:
+            raise RuntimeError(f"emulator jars missing under {sdk}")
+        firebase = ROOT / "node_modules" / ".bin" / "firebase"
+        if not firebase.exists():
+            raise RuntimeError("firebase-tools missing: run `make setup`")
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        auth_config = self.workdir / "firebase.auth.json"
+        auth_config.write_text(json.dumps({"emulators": {
+            "auth": {"host": LOOPBACK, "port": self.ports.auth},
+            "hub": {"host": LOOPBACK, "port": self.ports.hub},
+            "logging": {"host": LOOPBACK, "port": self.ports.logging},
+            "ui": {"enabled": False},
+            "singleProjectMode": True,
+        }}))
+        p = self.ports
+        return [
+            Service("firestore", [
+                "java", "-cp", str(firestore_jar), FIRESTORE_MAIN, "start",
+                f"--host={LOOPBACK}", f"--port={p.firestore}", f"--project_id={self.project}",
+                f"--rules={ROOT / 'firestore.rules'}", f"--functions_emulator={LOOPBACK}:{p.functions}",
+            ], f"http://{self.firestore_host}/"),
+            Service("pubsub", [
+                "java", "-jar", str(pubsub_jars[-1]), f"--host={LOOPBACK}", f"--port={p.pubsub}",
+            ], f"http://{self.pubsub_host}/v1/projects/{self.project}/topics"),
+            Service("auth", [
+                str(firebase), "emulators:start", "--only", "auth", "--project", self.project,
+                "--config", str(auth_config),
+            ], f"http://{self.auth_host}/", env={"FIREBASE_CLI_DISABLE_UPDATE_CHECK": "true"}),
+            Service("functions", [
+                sys.executable, "-m", "devtools.host", "--port", str(p.functions),
+                *(["--quiet"] if self.quiet_host else []),
+            ], f"{self.functions_url}/", env=self.client_env()),
+        ]
+
+    def start(self, timeout: float = 60.0) -> None:
+        t0 = time.monotonic()
+        services = self._services()
+        busy = [port for port in (self.ports.firestore, self.ports.auth, self.ports.pubsub,
+                                  self.ports.functions, self.ports.hub) if port_open(port)]
+        if busy:
+            raise RuntimeError(f"ports already in use: {busy} (is another stack running?)")
+        try:
+            for svc in services:
+                self._spawn(svc)
+            for svc in services:
+                self._wait_ready(svc, t0 + timeout)
+            self.register_triggers()
+        except BaseException:
+            self.stop()
+            raise
+        self.started_in = time.monotonic() - t0
+
+    def _spawn(self, svc: Service) -> None:
+        svc.log = open(self.workdir / f"{svc.name}.log", "wb")  # noqa: SIM115 (closed in stop)
+        stream_host = svc.name == "functions" and not self.quiet_host
+        svc.proc = subprocess.Popen(
+            svc.argv, cwd=ROOT, env={**os.environ, **svc.env},
+            stdout=None if stream_host else svc.log, stderr=subprocess.STDOUT if not stream_host else None,
+            stdin=subprocess.DEVNULL, start_new_session=True,
+        )
+        self.services.append(svc)
+
+    def _wait_ready(self, svc: Service, deadline: float) -> None:
+        assert svc.proc is not None
+        while time.monotonic() < deadline:
+            if svc.proc.poll() is not None:
+                raise RuntimeError(f"{svc.name} exited with {svc.proc.returncode}; see "
+                                   f"{self.workdir / (svc.name + '.log')}")
+            if http_ok(svc.ready_url):
+                return
+            time.sleep(0.05)
+        raise TimeoutError(f"{svc.name} not ready at {svc.ready_url}")
+
+    def register_triggers(self) -> None:
+        """Register each Firestore trigger of deploy.toml, as Eventarc does on deploy."""
+        for fn in self.manifest.by_trigger("firestore"):
+            body = json.dumps({
+                "eventType": fn.event_type, "database": "(default)", "namespace": "(default)",
+                "document": {"value": fn.document, "matchType": "PATH_PATTERN"},
+            }).encode()
+            url = (f"http://{self.firestore_host}/emulator/v1/projects/{self.project}"
+                   f"/eventarcTrigger?eventarcTriggerId={fn.name}")
+            req = urllib.request.Request(url, body, {"Content-Type": "application/json"}, method="POST")
+            with urllib.request.urlopen(req, timeout=5) as resp:
+                resp.read()
+
+    def stop(self, grace: float = 10.0) -> None:
+        for svc in self.services:
+            if svc.proc and svc.proc.poll() is None:
+                try:
+                    os.killpg(svc.proc.pid, signal.SIGTERM)
+                except ProcessLookupError:
+                    pass
+        deadline = time.monotonic() + grace
+        for svc in self.services:
+            if svc.proc is None:
+                continue
+            try:
+                svc.proc.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                pass
+            try:  # the group may hold children that outlived the leader
+                os.killpg(svc.proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            svc.proc.wait()
+            if svc.log:
+                svc.log.close()
+        self.services.clear()
+
+    # -- data ------------------------------------------------------------
+    def clear_firestore(self, timeout: float = 10.0) -> None:
+        """Delete every document. The emulator answers 409 while a transaction
+        (a trigger still running) holds locks, so retry until it is free."""
+        url = f"http://{self.firestore_host}/emulator/v1/projects/{self.project}/databases/(default)/documents"
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                with urllib.request.urlopen(urllib.request.Request(url, method="DELETE"), timeout=10):
+                    return
+            except urllib.error.HTTPError as exc:
+                if exc.code != 409 or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+
+    def banner(self) -> str:
+        lines = [f"SimplyTalk local stack ({self.project}) up in {self.started_in or 0:.1f} s"]
+        lines += [f"  Firestore emulator  http://{self.firestore_host}  (rules: firestore.rules)",
+                  f"  Auth emulator       http://{self.auth_host}",
+                  f"  Pub/Sub emulator    http://{self.pubsub_host}"]
+        for fn in self.manifest.functions:
+            if fn.trigger == "http":
+                lines.append(f"  {fn.name:<19} {self.function_url(fn.name)}")
+            else:
+                lines.append(f"  {fn.name:<19} {fn.trigger}: {fn.document or fn.topic}")
+        lines.append(f"  logs                {self.workdir}/*.log")
+        lines.append("Ctrl-C stops everything.")
+        return "\n".join(lines)
+
+
+def run(args: argparse.Namespace) -> int:
+    stack = Stack(project=args.project, quiet_host=False)
+    stopping = threading.Event()
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        stopping.set()
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    try:
+        stack.start()
+        print(stack.banner(), flush=True)
+        while not stopping.is_set():
+            dead = [s.name for s in stack.services if s.proc and s.proc.poll() is not None]
+            if dead:
+                print(f"stopping: {', '.join(dead)} exited", file=sys.stderr)
+                return 1
+            stopping.wait(0.5)
+    finally:
+        stack.stop()
+        print("stack stopped", flush=True)
+    return 0
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    p_run = sub.add_parser("run", help="start the stack and wait for Ctrl-C")
+    p_run.add_argument("--project", default=os.environ.get("SIMPLYTALK_PROJECT", "demo-simplytalk"))
+    args = parser.parse_args()
+    return run(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,26 @@
+"""Every Cloud Function's entry point (see deploy.toml for triggers and settings).
+
+Each deployed function imports this whole module on a cold start, so it stays
+light: an entry point imports its handler module (and through it the SDKs that
+function needs) on its first call, and a function never pays for another's SDKs.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import functions_framework
+
+
+@functions_framework.http
+def token_usage(request: Any) -> Any:
+    from entrypoints.token_usage import api
+
+    return api(request)
+
+
+@functions_framework.cloud_event
+def init_user(cloud_event: Any) -> None:
+    from entrypoints.init_user import handle
+
+    handle(cloud_event)

@@ -1,0 +1,79 @@
+"""Configuration from the environment, with defaults for the local stack.
+
+A `demo-` project id can never touch a real project, so it is the default, and
+only a `demo-` project may use the emulators: the Auth emulator accepts
+unsigned tokens, a path that must never be reachable in production.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from dataclasses import dataclass
+
+from simplytalk.errors import ConfigError
+
+DEFAULT_PROJECT = "demo-simplytalk"
+DEFAULT_REGION = "us-central1"
+LOCAL_FIRESTORE = "127.0.0.1:8080"
+LOCAL_AUTH = "127.0.0.1:9099"
+LOCAL_PUBSUB = "127.0.0.1:8085"
+
+
+@dataclass(frozen=True)
+class Settings:
+    project_id: str
+    region: str
+    firestore_emulator_host: str | None
+    auth_emulator_host: str | None
+    pubsub_emulator_host: str | None
+    max_body_bytes: int
+
+    @property
+    def is_demo(self) -> bool:
+        return self.project_id.startswith("demo-")
+
+    @classmethod
+    def from_env(cls, env: os._Environ[str] | dict[str, str] = os.environ) -> Settings:
+        project = (
+            env.get("SIMPLYTALK_PROJECT")
+            or env.get("GOOGLE_CLOUD_PROJECT")
+            or env.get("GCLOUD_PROJECT")
+            or DEFAULT_PROJECT
+        )
+        demo = project.startswith("demo-")
+
+        def emulator(var: str, local_default: str) -> str | None:
+            value = env.get(var) or (local_default if demo else None)
+            if value and not demo:
+                raise ConfigError(f"{var} is set but project {project!r} is not a demo- project")
+            return value
+
+        try:
+            max_body = int(env.get("SIMPLYTALK_MAX_BODY_BYTES", "65536"))
+        except ValueError as exc:
+            raise ConfigError("SIMPLYTALK_MAX_BODY_BYTES must be an integer") from exc
+        return cls(
+            project_id=project,
+            region=env.get("SIMPLYTALK_REGION") or env.get("FUNCTION_REGION") or DEFAULT_REGION,
+            firestore_emulator_host=emulator("FIRESTORE_EMULATOR_HOST", LOCAL_FIRESTORE),
+            auth_emulator_host=emulator("FIREBASE_AUTH_EMULATOR_HOST", LOCAL_AUTH),
+            pubsub_emulator_host=emulator("PUBSUB_EMULATOR_HOST", LOCAL_PUBSUB),
+            max_body_bytes=max_body,
+        )
+
+    def export_emulator_hosts(self) -> None:
+        """The Google SDKs read emulator hosts from the environment only."""
+        for var, value in (
+            ("FIRESTORE_EMULATOR_HOST", self.firestore_emulator_host),
+            ("FIREBASE_AUTH_EMULATOR_HOST", self.auth_emulator_host),
+            ("PUBSUB_EMULATOR_HOST", self.pubsub_emulator_host),
+        ):
+            if value:
+                os.environ[var] = value
+
+
+@functools.cache
+def settings() -> Settings:
+    """The settings of this instance, read once."""
+    return Settings.from_env()

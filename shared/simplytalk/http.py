@@ -1,0 +1,199 @@
+"""HTTP plumbing for the thin entry points: routing, auth, parsing, errors.
+
+An entry point declares its routes and hands requests to `Api`:
+
+    api = Api("token-usage")
+
+    @api.route("GET", "/")
+    def get_usage(req: ApiRequest) -> Reply: ...
+
+`Api.__call__(flask_request)` verifies the Firebase ID token (unless a route
+says `public=True`), matches the route (405 with `Allow` for a known path and
+wrong method), runs the handler and serializes its reply. Every error leaves
+through `error_response`, the one place that maps the exception tree to the
+contract's JSON error shape.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from pydantic import BaseModel, ValidationError
+
+from simplytalk import logs
+from simplytalk.auth import Caller, bearer_token, verify_id_token
+from simplytalk.config import settings
+from simplytalk.errors import (
+    ApiError,
+    FieldViolation,
+    InvalidArgument,
+    MethodNotAllowed,
+    NotFound,
+    PayloadTooLarge,
+)
+
+if TYPE_CHECKING:
+    import flask
+
+log = logs.get_logger("http")
+M = TypeVar("M", bound=BaseModel)
+JSON_HEADERS = {"Content-Type": "application/json"}
+
+
+@dataclass
+class Reply:
+    status: int = 200
+    body: Any = None
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class ApiRequest:
+    raw: flask.Request
+    caller: Caller | None
+    params: dict[str, str]
+
+    @property
+    def uid(self) -> str:
+        assert self.caller is not None, "route is public"
+        return self.caller.uid
+
+    def query(self, name: str) -> str | None:
+        return self.raw.args.get(name)
+
+    def body(self) -> bytes:
+        limit = settings().max_body_bytes
+        length = self.raw.content_length
+        if length is not None and length > limit:
+            raise PayloadTooLarge(f"request body is larger than {limit} bytes")
+        data = self.raw.stream.read(limit + 1) if length is None else self.raw.get_data()
+        if len(data) > limit:
+            raise PayloadTooLarge(f"request body is larger than {limit} bytes")
+        return data
+
+    def json(self) -> Any:
+        data = self.body()
+        if not data.strip():
+            raise InvalidArgument("request body must be a JSON object")
+        try:
+            return json.loads(data)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise InvalidArgument(f"request body is not valid JSON: {exc}") from exc
+
+    def parse(self, model: type[M]) -> M:
+        return parse_model(model, self.json())
+
+
+def parse_model(model: type[M], data: Any) -> M:
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise invalid_argument_from(exc) from exc
+
+
+def invalid_argument_from(exc: ValidationError) -> InvalidArgument:
+    details = [
+        FieldViolation(
+            field=".".join(str(p) for p in err["loc"]) or "body",
+            description=_describe(err),
+        )
+        for err in exc.errors(include_url=False)
+    ]
+    summary = "; ".join(f"{d.field}: {d.description}" for d in details)
+    return InvalidArgument(summary or "invalid request", details)
+
+
+def _describe(err: Any) -> str:
+    if err["type"] == "extra_forbidden":
+        return "unknown field"
+    message = str(err["msg"])
+    return message.removeprefix("Value error, ")
+
+
+Handler = Callable[[ApiRequest], Reply]
+
+
+@dataclass
+class _Route:
+    method: str
+    pattern: re.Pattern[str]
+    handler: Handler
+    public: bool
+
+
+class Api:
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self._routes: list[_Route] = []
+
+    def route(self, method: str, path: str, *, public: bool = False) -> Callable[[Handler], Handler]:
+        """Register a handler. `{name}` in `path` matches one path segment."""
+        regex = re.sub(r"\{(\w+)\}", r"(?P<\1>[^/]+)", path.rstrip("/") or "")
+        pattern = re.compile(f"^{regex}/?$")
+
+        def register(handler: Handler) -> Handler:
+            self._routes.append(_Route(method.upper(), pattern, handler, public))
+            return handler
+
+        return register
+
+    def __call__(self, request: flask.Request) -> tuple[str, int, dict[str, str]]:
+        trace = logs.set_trace(logs.trace_from_headers(request.headers, settings().project_id))
+        try:
+            reply = self._dispatch(request)
+            return _serialize(reply)
+        except ApiError as exc:
+            return error_response(exc)
+        except Exception:
+            log.exception("unhandled error in %s", self.name)
+            return error_response(ApiError("internal error"))
+        finally:
+            logs.reset_trace(trace)
+
+    def _dispatch(self, request: flask.Request) -> Reply:
+        path = request.path or "/"
+        method = request.method.upper()
+        matches = [(r, m) for r in self._routes if (m := r.pattern.match(path))]
+        if not matches:
+            raise NotFound(f"no such resource: {path}")
+        for candidate, match in matches:
+            if candidate.method == method or (method == "HEAD" and candidate.method == "GET"):
+                route, params = candidate, match.groupdict()
+                break
+        else:
+            allowed = sorted({r.method for r, _ in matches})
+            raise MethodNotAllowed(f"method {method} not allowed; use {', '.join(allowed)}", allowed)
+        caller = None
+        if not route.public:
+            caller = verify_id_token(bearer_token(request.headers.get("Authorization")))
+        return route.handler(ApiRequest(raw=request, caller=caller, params=params))
+
+
+def _serialize(reply: Reply) -> tuple[str, int, dict[str, str]]:
+    if reply.body is None:
+        return "", reply.status, reply.headers
+    body = reply.body
+    if isinstance(body, BaseModel):
+        body = body.model_dump(mode="json", by_alias=True)
+    return json.dumps(body, separators=(",", ":")), reply.status, {**JSON_HEADERS, **reply.headers}
+
+
+def error_response(exc: ApiError) -> tuple[str, int, dict[str, str]]:
+    """The contract's error body (Google's JSON error shape) for any ApiError."""
+    error: dict[str, Any] = {
+        "code": exc.http_status,
+        "status": exc.status,
+        "message": exc.message,
+    }
+    if exc.details:
+        error["details"] = [{"field": d.field, "description": d.description} for d in exc.details]
+    headers = dict(JSON_HEADERS)
+    if isinstance(exc, MethodNotAllowed):
+        headers["Allow"] = ", ".join(exc.allowed)
+    if exc.http_status >= 500:
+        log.error("%s: %s", exc.status, exc.message)
+    return json.dumps({"error": error}), exc.http_status, headers

@@ -1,0 +1,118 @@
+"""The stored shapes (Firestore documents), with the camelCase names the
+frontend and the roadmap use. Python attributes are snake_case; `to_firestore`
+and `to_json` give the camelCase documents.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt
+from pydantic.alias_generators import to_camel
+
+
+class CamelModel(BaseModel):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore")
+
+    def to_firestore(self) -> dict[str, Any]:
+        """Document fields: camelCase, datetimes left as datetimes for Firestore timestamps."""
+        return self.model_dump(by_alias=True)
+
+    def to_json(self) -> dict[str, Any]:
+        """JSON body: camelCase, datetimes as RFC 3339 strings."""
+        return self.model_dump(mode="json", by_alias=True)
+
+
+class TokenCounts(CamelModel):
+    total_tokens: NonNegativeInt = 0
+    input_tokens: NonNegativeInt = 0
+    output_tokens: NonNegativeInt = 0
+
+
+class InputTokenDetails(CamelModel):
+    text_tokens: NonNegativeInt = 0
+    audio_tokens: NonNegativeInt = 0
+    cached_tokens: NonNegativeInt = 0
+    image_tokens: NonNegativeInt = 0
+
+
+class OutputTokenDetails(CamelModel):
+    text_tokens: NonNegativeInt = 0
+    audio_tokens: NonNegativeInt = 0
+
+
+class RealtimeUsage(TokenCounts):
+    """The Realtime `response.done` usage object, in camelCase."""
+
+    input_token_details: InputTokenDetails = Field(default_factory=InputTokenDetails)
+    output_token_details: OutputTokenDetails = Field(default_factory=OutputTokenDetails)
+
+
+class User(CamelModel):
+    """`users/{uid}`."""
+
+    uid: str = Field(exclude=True)
+    email: str | None = None
+    display_name: str | None = None
+    vapi_assistants: list[str] = Field(default_factory=list)
+    openai_assistants: list[str] = Field(default_factory=list)
+    stripe_customer_id: str | None = None
+    is_subscribed: bool = False
+    created_at: datetime | None = None
+
+
+class TokenUsage(TokenCounts):
+    """`tokenUsage/{uid}`: the user's running totals.
+
+    `usageHistory` holds only recent entries (bounded); the full history lives
+    in the `tokenUsage/{uid}/history` subcollection.
+    """
+
+    user_id: str
+    usage_history: list[dict[str, Any]] = Field(default_factory=list)
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+
+    @classmethod
+    def zero(cls, uid: str, now: datetime) -> TokenUsage:
+        return cls(user_id=uid, created_at=now, updated_at=now)
+
+    def totals(self) -> TokenCounts:
+        return TokenCounts(
+            total_tokens=self.total_tokens,
+            input_tokens=self.input_tokens,
+            output_tokens=self.output_tokens,
+        )
+
+
+class OpenAIAssistant(CamelModel):
+    """`openaiAssistants/{id}`."""
+
+    id: str
+    user_id: str
+    name: str
+    system_prompt: str = ""
+    first_message: str = ""
+    is_subscribed: bool = False
+    token_usage: TokenCounts = Field(default_factory=TokenCounts)
+    messages: list[dict[str, Any]] = Field(default_factory=list)
+    voice_details: dict[str, Any] = Field(default_factory=dict)
+    transcriber_details: dict[str, Any] = Field(default_factory=dict)
+    training_files: list[dict[str, Any]] = Field(default_factory=list)
+    scraped_urls: list[str] = Field(default_factory=list)
+    scraped_content: str = ""
+    created_at: datetime
+    updated_at: datetime
+
+
+class UsageEvent(CamelModel):
+    """`usageEvents/{eventId}`: immutable raw usage keyed by the provider's own id."""
+
+    user_id: str
+    assistant_id: str
+    provider: Literal["openai", "vapi"]
+    model: str | None = None
+    occurred_at: datetime
+    usage: RealtimeUsage | None = None
+    call_seconds: float | None = Field(default=None, ge=0)

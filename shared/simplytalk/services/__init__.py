@@ -1,0 +1,1 @@
+"""Use cases. Each takes its dependencies (Firestore client, clock) as parameters."""

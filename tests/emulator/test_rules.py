@@ -1,0 +1,101 @@
+"""Security rules, enforced by the emulator for REST calls that carry a user's ID token."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import requests
+
+from devtools.stack import Stack
+
+
+@pytest.fixture
+def rest(stack: Stack) -> str:
+    return f"http://{stack.firestore_host}/v1/projects/{stack.project}/databases/(default)/documents"
+
+
+def _get(rest: str, path: str, token: str) -> int:
+    return requests.get(f"{rest}/{path}", headers={"Authorization": f"Bearer {token}"},
+                        timeout=10).status_code
+
+
+def _write(rest: str, path: str, token: str, fields: dict[str, Any]) -> int:
+    body = {"fields": {k: _value(v) for k, v in fields.items()}}
+    return requests.patch(f"{rest}/{path}", json=body, headers={"Authorization": f"Bearer {token}"},
+                          timeout=10).status_code
+
+
+def _value(v: Any) -> dict[str, Any]:
+    if isinstance(v, bool):
+        return {"booleanValue": v}
+    if isinstance(v, int):
+        return {"integerValue": str(v)}
+    if isinstance(v, list):
+        return {"arrayValue": {"values": [_value(x) for x in v]}}
+    return {"stringValue": v}
+
+
+@pytest.fixture
+def two_users(db: Any, new_user: Any) -> tuple[Any, Any]:
+    ann, bob = new_user(), new_user()
+    for user in (ann, bob):
+        db.collection("users").document(user.uid).set({"email": user.email})
+        db.collection("tokenUsage").document(user.uid).set({"userId": user.uid, "totalTokens": 1})
+    return ann, bob
+
+
+def test_a_user_reads_their_own_profile_and_usage(rest: str, two_users: Any) -> None:
+    ann, _ = two_users
+
+    assert _get(rest, f"users/{ann.uid}", ann.id_token) == 200
+    assert _get(rest, f"tokenUsage/{ann.uid}", ann.id_token) == 200
+
+
+def test_another_users_documents_are_denied(rest: str, two_users: Any) -> None:
+    ann, bob = two_users
+
+    assert _get(rest, f"users/{bob.uid}", ann.id_token) == 403
+    assert _get(rest, f"tokenUsage/{bob.uid}", ann.id_token) == 403
+
+
+def test_no_client_writes_to_token_usage(rest: str, two_users: Any) -> None:
+    ann, _ = two_users
+
+    assert _write(rest, f"tokenUsage/{ann.uid}", ann.id_token, {"totalTokens": 0}) == 403
+    assert _write(rest, "tokenUsage/someone-new", ann.id_token, {"totalTokens": 0}) == 403
+
+
+def test_server_managed_profile_fields_are_not_client_writable(rest: str, two_users: Any) -> None:
+    ann, bob = two_users
+
+    assert _write(rest, f"users/{ann.uid}?updateMask.fieldPaths=isSubscribed", ann.id_token,
+                  {"isSubscribed": True}) == 403
+    assert _write(rest, f"users/{ann.uid}?updateMask.fieldPaths=openaiAssistants", ann.id_token,
+                  {"openaiAssistants": ["x"]}) == 403
+    assert _write(rest, f"users/{bob.uid}?updateMask.fieldPaths=displayName", ann.id_token,
+                  {"displayName": "mine now"}) == 403
+    assert _write(rest, f"users/{ann.uid}?updateMask.fieldPaths=displayName", ann.id_token,
+                  {"displayName": "Ann"}) == 200
+
+
+def test_a_user_creates_only_their_own_profile(rest: str, new_user: Any) -> None:
+    carol, dave = new_user(), new_user()
+
+    assert _write(rest, f"users/{dave.uid}", carol.id_token, {"email": carol.email}) == 403
+    assert _write(rest, f"users/{carol.uid}", carol.id_token,
+                  {"email": carol.email, "isSubscribed": True}) == 403
+    assert _write(rest, f"users/{carol.uid}", carol.id_token, {"email": carol.email}) == 200
+
+
+def test_unknown_collections_are_denied(rest: str, two_users: Any) -> None:
+    ann, _ = two_users
+
+    assert _get(rest, "somethingElse/x", ann.id_token) == 403
+    assert _write(rest, "somethingElse/x", ann.id_token, {"a": "b"}) == 403
+
+
+def test_anonymous_requests_are_denied(rest: str, two_users: Any) -> None:
+    ann, _ = two_users
+
+    assert requests.get(f"{rest}/users/{ann.uid}", timeout=10).status_code == 403
