@@ -10,6 +10,7 @@ suite uses the same `Stack` on free ports.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -230,22 +231,16 @@ class Stack:
     def stop(self, grace: float = 10.0) -> None:
         for svc in self.services:
             if svc.proc and svc.proc.poll() is None:
-                try:
+                with contextlib.suppress(ProcessLookupError):
                     os.killpg(svc.proc.pid, signal.SIGTERM)
-                except ProcessLookupError:
-                    pass
         deadline = time.monotonic() + grace
         for svc in self.services:
             if svc.proc is None:
                 continue
-            try:
+            with contextlib.suppress(subprocess.TimeoutExpired):
                 svc.proc.wait(max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                pass
-            try:  # the group may hold children that outlived the leader
+            with contextlib.suppress(ProcessLookupError):  # children that outlived the leader
                 os.killpg(svc.proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
             svc.proc.wait()
             if svc.log:
                 svc.log.close()

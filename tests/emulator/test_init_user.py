@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import base64
-import datetime as dt
-import uuid
 from typing import Any
 
 import requests
 
+from devtools.firestore_events import document_event
 from devtools.stack import Stack
 from tests.emulator.conftest import wait_for
 
@@ -40,22 +39,7 @@ def test_existing_arrays_are_kept(db: Any) -> None:
 
 
 def _created_event(project: str, uid: str, fields: dict[str, Any]) -> tuple[dict[str, str], bytes]:
-    """A created-event delivery in the emulator's own format (base64 protobuf body)."""
-    from google.events.cloud.firestore_v1 import Document, DocumentEventData, Value
-
-    name = f"projects/{project}/databases/(default)/documents/users/{uid}"
-    now = dt.datetime.now(dt.UTC)
-    doc = Document(name=name, fields={k: Value(string_value=v) for k, v in fields.items()},
-                   create_time=now, update_time=now)
-    body = base64.b64encode(DocumentEventData.serialize(DocumentEventData(value=doc)))
-    headers = {
-        "ce-specversion": "1.0", "ce-type": "google.cloud.firestore.document.v1.created",
-        "ce-source": f"//firestore.googleapis.com/projects/{project}/databases/(default)",
-        "ce-id": str(uuid.uuid4()), "ce-subject": f"documents/users/{uid}",
-        "ce-time": now.isoformat(), "ce-document": f"users/{uid}",
-        "Content-Type": "application/protobuf",
-    }
-    return headers, body
+    return document_event(project, f"users/{uid}", fields)
 
 
 def test_the_same_event_delivered_twice_changes_nothing(stack: Stack, db: Any) -> None:

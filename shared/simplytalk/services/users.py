@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 import datetime as dt
-from enum import Enum
+from enum import StrEnum
 from typing import TYPE_CHECKING
 
 from simplytalk import collections as col
@@ -15,7 +15,7 @@ log = logs.get_logger("users")
 ASSISTANT_ARRAYS = ("vapiAssistants", "openaiAssistants")
 
 
-class InitOutcome(str, Enum):
+class InitOutcome(StrEnum):
     INITIALIZED = "initialized"
     ALREADY_DONE = "already-done"
     USER_GONE = "user-gone"
@@ -40,7 +40,7 @@ def init_user(db: Client, uid: str, now: dt.datetime) -> InitOutcome:
             return InitOutcome.USER_GONE
         usage = usage_ref.get(transaction=tx)
         fields = user.to_dict() or {}
-        missing = {name: [] for name in ASSISTANT_ARRAYS if name not in fields}
+        missing: dict[str, list[str]] = {n: [] for n in ASSISTANT_ARRAYS if n not in fields}
         for name in ASSISTANT_ARRAYS:
             if name in fields and not isinstance(fields[name], list):
                 log.warning("users/%s.%s is not an array; left as it is", uid, name)

@@ -1,0 +1,76 @@
+"""Cold-start import cost of each entry point against importing every SDK (the naive main.py)."""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from devtools.emulator_auth import sign_up
+from devtools.firestore_events import document_event
+from devtools.manifest import ROOT
+from devtools.stack import Stack
+
+PROBE = [sys.executable, "-m", "devtools.bench.coldstart_probe"]
+MAIN = str(ROOT / "functions" / "main.py")
+
+
+def _request_for(stack: Stack, fn: Any, token: str, uid: str) -> dict[str, Any]:
+    if fn.trigger == "http":
+        return {"method": "GET", "path": "/", "headers": {"Authorization": f"Bearer {token}"}, "body": ""}
+    if fn.name == "init-user":
+        headers, body = document_event(stack.project, f"users/{uid}", {"email": "bench@example.com"})
+        return {"method": "POST", "path": "/", "headers": headers, "body": body.decode("latin-1")}
+    raise ValueError(f"no cold-start request for {fn.name}")
+
+
+def _probe(args: list[str], env: dict[str, str]) -> dict[str, Any]:
+    out = subprocess.run([*PROBE, *args], env=env, cwd=ROOT, capture_output=True, text=True, check=False)
+    if out.returncode != 0:
+        raise RuntimeError(f"probe failed: {out.stderr[-2000:]}")
+    result: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
+    return result
+
+
+def run(stack: Stack, repeats: int = 5) -> dict[str, Any]:
+    env = {**os.environ, **stack.client_env()}
+    user = sign_up(stack.auth_host, "coldstart@example.com")
+    from google.auth.credentials import AnonymousCredentials
+    from google.cloud import firestore
+
+    db = firestore.Client(project=stack.project, credentials=AnonymousCredentials())
+    db.collection("users").document(user.uid).set({"email": user.email})
+
+    baseline = [_probe(["--all-sdks"], env) for _ in range(repeats)]
+    baseline_ms = statistics.median(r["import_ms"] for r in baseline)
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for fn in stack.manifest.functions:
+            spec_file = Path(tmp) / f"{fn.name}.json"
+            spec_file.write_text(json.dumps(_request_for(stack, fn, user.id_token, user.uid)))
+            runs = [_probe([fn.entry_point, fn.signature_type, str(spec_file), MAIN], env)
+                    for _ in range(repeats)]
+            import_ms = statistics.median(r["import_ms"] for r in runs)
+            rows.append({
+                "function": fn.name,
+                "import_main_ms": round(statistics.median(r["import_main_ms"] for r in runs), 1),
+                "first_call_ms": round(statistics.median(r["first_call_ms"] for r in runs), 1),
+                "warm_call_ms": round(statistics.median(r["warm_call_ms"] for r in runs), 1),
+                "import_ms": round(import_ms, 1),
+                "vs_all_sdks": round(import_ms / baseline_ms, 2),
+                "sdks": ",".join(runs[-1]["sdks"]),
+            })
+    rows.append({"function": "baseline: every SDK", "import_main_ms": round(baseline_ms, 1),
+                 "first_call_ms": None, "warm_call_ms": None, "import_ms": round(baseline_ms, 1),
+                 "vs_all_sdks": 1.0, "sdks": ",".join(baseline[-1]["sdks"])})
+    return {
+        "title": f"Cold start per entry point (median of {repeats} fresh processes)",
+        "notes": "import_ms = functions_framework + main.py + the imports of the first call "
+                 "(first call minus warm call); vs_all_sdks = import_ms / importing every SDK",
+        "rows": rows,
+    }

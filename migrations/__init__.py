@@ -1,0 +1,1 @@
+"""Numbered, idempotent, resumable data migrations and their runner (issue 6)."""

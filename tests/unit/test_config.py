@@ -1,0 +1,41 @@
+from __future__ import annotations
+
+import pytest
+from simplytalk.config import Settings
+from simplytalk.errors import ConfigError
+
+
+def test_defaults_are_the_local_demo_stack() -> None:
+    s = Settings.from_env({})
+
+    assert s.project_id == "demo-simplytalk"
+    assert s.is_demo
+    assert s.region == "us-central1"
+    assert s.firestore_emulator_host == "127.0.0.1:8080"
+    assert s.auth_emulator_host == "127.0.0.1:9099"
+
+
+def test_a_real_project_uses_no_emulator() -> None:
+    s = Settings.from_env({"GOOGLE_CLOUD_PROJECT": "simplytalk-prod"})
+
+    assert not s.is_demo
+    assert s.firestore_emulator_host is None
+    assert s.auth_emulator_host is None
+
+
+@pytest.mark.parametrize("var", ["FIREBASE_AUTH_EMULATOR_HOST", "FIRESTORE_EMULATOR_HOST"])
+def test_emulators_are_refused_for_a_real_project(var: str) -> None:
+    with pytest.raises(ConfigError):
+        Settings.from_env({"GOOGLE_CLOUD_PROJECT": "simplytalk-prod", var: "127.0.0.1:1"})
+
+
+def test_environment_overrides_defaults() -> None:
+    s = Settings.from_env({"SIMPLYTALK_PROJECT": "demo-x", "FIRESTORE_EMULATOR_HOST": "127.0.0.1:9",
+                           "SIMPLYTALK_MAX_BODY_BYTES": "10"})
+
+    assert (s.project_id, s.firestore_emulator_host, s.max_body_bytes) == ("demo-x", "127.0.0.1:9", 10)
+
+
+def test_bad_number_is_a_config_error() -> None:
+    with pytest.raises(ConfigError):
+        Settings.from_env({"SIMPLYTALK_MAX_BODY_BYTES": "lots"})

@@ -1,0 +1,77 @@
+from __future__ import annotations
+
+import base64
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from simplytalk.events import BadEvent, decode_document_event
+
+SAMPLES = Path(__file__).resolve().parents[1] / "fixtures" / "firestore-emulator-v2-delivery.json"
+
+
+def _deliveries() -> list[dict[str, Any]]:
+    requests: list[dict[str, Any]] = json.loads(SAMPLES.read_text())["requests"]
+    return requests
+
+
+def _decode(request: dict[str, Any], body: bytes) -> Any:
+    h = request["headers"]
+    return decode_document_event(h["ce-id"], h["ce-type"], h["ce-subject"], h["ce-document"], body)
+
+
+def test_emulator_delivery_of_a_created_document_decodes() -> None:
+    first = _deliveries()[0]
+
+    change = _decode(first, base64.b64decode(first["body_b64"]))
+
+    assert change.path == "users/u1"
+    assert change.document_id == "u1"
+    assert change.old_value is None
+    assert change.value is not None
+    assert change.value.fields["name"] == "Ann"
+    assert change.value.fields["n"] == 1
+    assert change.value.fields["tags"] == ["a", "b"]
+    assert change.value.fields["m"] == {"x": 1.5}
+    assert change.value.fields["ts"].year == 2026
+
+
+def test_emulator_delivery_of_an_update_has_old_and_new_values() -> None:
+    second = _deliveries()[1]
+
+    change = _decode(second, base64.b64decode(second["body_b64"]))
+
+    assert change.old_value is not None and change.value is not None
+    assert change.old_value.fields["n"] == 1
+    assert change.value.fields["n"] == 2
+
+
+def test_raw_protobuf_as_production_sends_it_decodes_the_same() -> None:
+    for request in _deliveries():
+        emulator_body = base64.b64decode(request["body_b64"])  # base64 text of protobuf
+        production_body = base64.b64decode(emulator_body)  # raw protobuf bytes
+
+        assert _decode(request, production_body) == _decode(request, emulator_body)
+
+
+def test_document_path_falls_back_to_subject_then_value() -> None:
+    request = _deliveries()[0]
+    body = base64.b64decode(request["body_b64"])
+    h = request["headers"]
+
+    assert decode_document_event("e", h["ce-type"], "documents/users/u1", None, body).path == "users/u1"
+    assert decode_document_event("e", h["ce-type"], None, None, body).path == "users/u1"
+
+
+@pytest.mark.parametrize("body", [b"\x0a\xff\xff\xff\xff", b"not base64 !!", 12345])
+def test_garbage_is_a_bad_event(body: Any) -> None:
+    with pytest.raises(BadEvent):
+        decode_document_event("e", "t", "documents/users/u1", "users/u1", body)
+
+
+def test_empty_body_is_an_event_without_values() -> None:
+    change = decode_document_event("e", "t", "documents/users/u1", "users/u1", b"")
+
+    assert change.value is None and change.old_value is None
+    assert change.document_id == "u1"
