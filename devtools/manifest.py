@@ -38,6 +38,7 @@ class Function:
 class Manifest:
     region: str
     runtime: str
+    firestore_location: str
     source: str
     env: dict[str, str]
     functions: list[Function]
@@ -58,6 +59,7 @@ def load(path: Path = MANIFEST) -> Manifest:
     return Manifest(
         region=project["region"],
         runtime=project["runtime"],
+        firestore_location=project["firestore_location"],
         source=project["source"],
         env=dict(project.get("env", {})),
         functions=functions,
