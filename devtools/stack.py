@@ -96,7 +96,7 @@ class Service:
 class Stack:
     def __init__(self, project: str = "demo-simplytalk", ports: Ports | None = None,
                  workdir: Path | None = None, quiet_host: bool = True,
-                 manifest: Manifest | None = None) -> None:
+                 manifest: Manifest | None = None, host_env: dict[str, str] | None = None) -> None:
         if not project.startswith("demo-"):
             raise ValueError("the local stack only runs demo- projects")
         self.project = project
@@ -105,6 +105,9 @@ class Stack:
         self.quiet_host = quiet_host
         self.manifest = manifest or load()
         self.services: list[Service] = []
+        # Extra settings for the functions host. Scraping local pages is a
+        # test-only allowance (refused by config outside demo- projects).
+        self.host_env = {"SIMPLYTALK_SCRAPE_ALLOW_LOOPBACK": "1", **(host_env or {})}
         self.started_in: float | None = None
 
     # -- addresses -------------------------------------------------------
@@ -173,7 +176,7 @@ class Stack:
             Service("functions", [
                 sys.executable, "-m", "devtools.host", "--port", str(p.functions),
                 *(["--quiet"] if self.quiet_host else []),
-            ], f"{self.functions_url}/", env=self.client_env()),
+            ], f"{self.functions_url}/", env={**self.client_env(), **self.host_env}),
         ]
 
     def start(self, timeout: float = 60.0) -> None:

@@ -24,3 +24,24 @@ def init_user(cloud_event: Any) -> None:
     from entrypoints.init_user import handle
 
     handle(cloud_event)
+
+
+@functions_framework.http
+def openai_assistants(request: Any) -> Any:
+    from entrypoints.openai_assistants import api
+
+    return api(request)
+
+
+@functions_framework.http
+def assistants(request: Any) -> Any:
+    from entrypoints.assistants import api
+
+    return api(request)
+
+
+@functions_framework.cloud_event
+def scrape_knowledge(cloud_event: Any) -> None:
+    from entrypoints.scrape_knowledge import handle
+
+    handle(cloud_event)

@@ -28,6 +28,8 @@ class Settings:
     auth_emulator_host: str | None
     pubsub_emulator_host: str | None
     max_body_bytes: int
+    max_assistants_per_user: int = 50
+    scrape_allow_loopback: bool = False
 
     @property
     def is_demo(self) -> bool:
@@ -49,17 +51,27 @@ class Settings:
                 raise ConfigError(f"{var} is set but project {project!r} is not a demo- project")
             return value
 
-        try:
-            max_body = int(env.get("SIMPLYTALK_MAX_BODY_BYTES", "65536"))
-        except ValueError as exc:
-            raise ConfigError("SIMPLYTALK_MAX_BODY_BYTES must be an integer") from exc
+        def positive_int(var: str, default: int) -> int:
+            try:
+                value = int(env.get(var, str(default)))
+            except ValueError as exc:
+                raise ConfigError(f"{var} must be an integer") from exc
+            if value < 1:
+                raise ConfigError(f"{var} must be at least 1")
+            return value
+
+        allow_loopback = env.get("SIMPLYTALK_SCRAPE_ALLOW_LOOPBACK", "") == "1"
+        if allow_loopback and not demo:
+            raise ConfigError("SIMPLYTALK_SCRAPE_ALLOW_LOOPBACK is for local tests only (demo- projects)")
         return cls(
             project_id=project,
             region=env.get("SIMPLYTALK_REGION") or env.get("FUNCTION_REGION") or DEFAULT_REGION,
             firestore_emulator_host=emulator("FIRESTORE_EMULATOR_HOST", LOCAL_FIRESTORE),
             auth_emulator_host=emulator("FIREBASE_AUTH_EMULATOR_HOST", LOCAL_AUTH),
             pubsub_emulator_host=emulator("PUBSUB_EMULATOR_HOST", LOCAL_PUBSUB),
-            max_body_bytes=max_body,
+            max_body_bytes=positive_int("SIMPLYTALK_MAX_BODY_BYTES", 65536),
+            max_assistants_per_user=positive_int("SIMPLYTALK_MAX_ASSISTANTS", 50),
+            scrape_allow_loopback=allow_loopback,
         )
 
     def export_emulator_hosts(self) -> None:

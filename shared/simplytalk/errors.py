@@ -67,6 +67,12 @@ class Conflict(ApiError):
     http_status, status = 409, "ALREADY_EXISTS"
 
 
+class Aborted(ApiError):
+    """Lost a race with a concurrent change; the caller may simply retry."""
+
+    http_status, status = 409, "ABORTED"
+
+
 class PayloadTooLarge(ApiError):
     http_status, status = 413, "OUT_OF_RANGE"
 

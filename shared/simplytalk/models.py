@@ -86,6 +86,22 @@ class TokenUsage(TokenCounts):
         )
 
 
+class KnowledgeSource(CamelModel):
+    url: str
+    ok: bool
+    chars: int = 0
+    truncated: bool = False
+    error: str | None = None
+
+
+class KnowledgeState(CamelModel):
+    """How `scrapedContent` was made: from which URL list, when, and each source's result."""
+
+    urls_hash: str
+    scraped_at: datetime
+    sources: list[KnowledgeSource] = Field(default_factory=list)
+
+
 class OpenAIAssistant(CamelModel):
     """`openaiAssistants/{id}`."""
 
@@ -102,6 +118,7 @@ class OpenAIAssistant(CamelModel):
     training_files: list[dict[str, Any]] = Field(default_factory=list)
     scraped_urls: list[str] = Field(default_factory=list)
     scraped_content: str = ""
+    knowledge: KnowledgeState | None = None
     created_at: datetime
     updated_at: datetime
 

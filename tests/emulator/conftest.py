@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import tempfile
@@ -85,3 +86,78 @@ def wait_for(predicate: Callable[[], Any], timeout: float = 10.0, interval: floa
             return result
         time.sleep(interval)
     raise AssertionError(f"condition not met within {timeout} s")
+
+
+class _Pages:
+    """A local web server for knowledge scraping tests (loopback only)."""
+
+    ABOUT = ("<html><head><title>Acme Dental</title><style>p{}</style></head><body>"
+             "<h1>Opening hours</h1><p>Mon-Fri 9-17</p><script>var x=1;</script></body></html>")
+
+    def __init__(self) -> None:
+        import http.server
+        import threading
+
+        pages = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def do_GET(self) -> None:
+                pages.hits.append(self.path)
+                route = self.path.split("?")[0]
+                if route == "/about":
+                    self._send(200, "text/html; charset=utf-8", pages.ABOUT.encode())
+                elif route == "/plain":
+                    self._send(200, "text/plain", b"Plain   text\n\n\nsecond line")
+                elif route == "/big":
+                    self._send(200, "text/plain", b"x" * 3_000_000)
+                elif route == "/slow":
+                    time.sleep(3)
+                    self._send(200, "text/plain", b"late")
+                elif route == "/binary":
+                    self._send(200, "image/png", b"\x89PNG\r\n")
+                elif route == "/redirect":
+                    self._redirect(f"{pages.base}/about")
+                elif route == "/loop":
+                    self._redirect(f"{pages.base}/loop")
+                elif route == "/redirect-blocked":
+                    self._redirect(f"http://0.0.0.0:{pages.port}/about")
+                elif route == "/redirect-ftp":
+                    self._redirect("ftp://example.com/file")
+                else:
+                    self._send(404, "text/plain", b"not found")
+
+            def _send(self, status: int, ctype: str, body: bytes) -> None:
+                self.send_response(status)
+                self.send_header("Content-Type", ctype)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                with contextlib.suppress(OSError):  # the client gave up (timeout tests)
+                    self.wfile.write(body)
+
+            def _redirect(self, location: str) -> None:
+                self.send_response(302)
+                self.send_header("Location", location)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+        self.hits: list[str] = []
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.port = self.server.server_address[1]
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture(scope="session")
+def pages() -> Iterator[_Pages]:
+    server = _Pages()
+    yield server
+    server.close()

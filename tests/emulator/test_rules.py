@@ -99,3 +99,34 @@ def test_anonymous_requests_are_denied(rest: str, two_users: Any) -> None:
     ann, _ = two_users
 
     assert requests.get(f"{rest}/users/{ann.uid}", timeout=10).status_code == 403
+
+
+def test_a_user_reads_only_their_own_assistants_of_both_kinds(rest: str, db: Any, two_users: Any) -> None:
+    ann, bob = two_users
+    for collection in ("openaiAssistants", "assistants"):
+        db.collection(collection).document(f"{collection}-ann").set({"userId": ann.uid, "name": "a"})
+
+        assert _get(rest, f"{collection}/{collection}-ann", ann.id_token) == 200
+        assert _get(rest, f"{collection}/{collection}-ann", bob.id_token) == 403
+        assert _write(rest, f"{collection}/{collection}-ann", ann.id_token,
+                      {"userId": ann.uid, "name": "b"}) == 403
+        assert _write(rest, f"{collection}/new-one", ann.id_token, {"userId": ann.uid, "name": "c"}) == 403
+
+
+def test_a_user_lists_only_their_own_assistants(rest: str, db: Any, two_users: Any) -> None:
+    ann, bob = two_users
+    db.collection("openaiAssistants").document("x").set({"userId": ann.uid, "name": "a"})
+    parent = rest.rsplit("/documents", 1)[0] + "/documents"
+
+    def run_query(token: str, uid: str | None) -> int:
+        where = {"fieldFilter": {"field": {"fieldPath": "userId"}, "op": "EQUAL",
+                                 "value": {"stringValue": uid}}} if uid else None
+        query: dict[str, Any] = {"from": [{"collectionId": "openaiAssistants"}]}
+        if where:
+            query["where"] = where
+        return requests.post(f"{parent}:runQuery", json={"structuredQuery": query},
+                             headers={"Authorization": f"Bearer {token}"}, timeout=10).status_code
+
+    assert run_query(ann.id_token, ann.uid) == 200
+    assert run_query(ann.id_token, bob.uid) == 403
+    assert run_query(ann.id_token, None) == 403

@@ -1,0 +1,15 @@
+from __future__ import annotations
+
+from simplytalk.firestore import firestore_client
+from simplytalk.http import Api, ApiRequest, Reply
+from simplytalk.paging import page_size
+from simplytalk.services.assistants import list_all_assistants
+
+api = Api("assistants")
+
+
+@api.route("GET", "/")
+def list_(req: ApiRequest) -> Reply:
+    page = list_all_assistants(firestore_client(), req.uid, page_size(req.query("pageSize")),
+                               req.query("pageToken"))
+    return Reply(200, {"assistants": page.items, "nextPageToken": page.next_page_token})

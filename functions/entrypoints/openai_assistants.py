@@ -1,0 +1,59 @@
+from __future__ import annotations
+
+from simplytalk.assistant_input import AssistantCreate, AssistantPatch
+from simplytalk.clock import utcnow
+from simplytalk.config import settings
+from simplytalk.firestore import firestore_client
+from simplytalk.http import Api, ApiRequest, Reply
+from simplytalk.paging import page_size
+from simplytalk.scraping import FetchPolicy
+from simplytalk.services import assistants, knowledge
+
+api = Api("openai-assistants")
+
+
+@api.route("POST", "/")
+def create(req: ApiRequest) -> Reply:
+    data = req.parse(AssistantCreate)
+    created = assistants.create_assistant(firestore_client(), req.uid, data, utcnow(),
+                                          settings().max_assistants_per_user)
+    return Reply(201, created.to_json())
+
+
+@api.route("GET", "/")
+def list_(req: ApiRequest) -> Reply:
+    page = assistants.list_openai_assistants(firestore_client(), req.uid, page_size(req.query("pageSize")),
+                                             req.query("pageToken"))
+    return Reply(200, {"assistants": page.items, "nextPageToken": page.next_page_token})
+
+
+@api.route("GET", "/{assistant_id}")
+def get(req: ApiRequest) -> Reply:
+    found = assistants.get_assistant(firestore_client(), req.uid, req.params["assistant_id"])
+    return Reply(200, found.to_json())
+
+
+@api.route("PATCH", "/{assistant_id}")
+def update(req: ApiRequest) -> Reply:
+    patch = req.parse(AssistantPatch)
+    updated = assistants.update_assistant(firestore_client(), req.uid, req.params["assistant_id"], patch,
+                                          utcnow())
+    return Reply(200, updated.to_json())
+
+
+@api.route("DELETE", "/{assistant_id}")
+def delete(req: ApiRequest) -> Reply:
+    assistants.delete_assistant(firestore_client(), req.uid, req.params["assistant_id"])
+    return Reply(204)
+
+
+@api.route("POST", "/{assistant_id}/scrape")
+def scrape(req: ApiRequest) -> Reply:
+    """Fetch the assistant's scrapedUrls now (again), whatever was fetched before."""
+    db = firestore_client()
+    knowledge.scrape_now(db, req.uid, req.params["assistant_id"], scrape_policy(), utcnow())
+    return Reply(200, assistants.get_assistant(db, req.uid, req.params["assistant_id"]).to_json())
+
+
+def scrape_policy() -> FetchPolicy:
+    return FetchPolicy(allow_loopback=settings().scrape_allow_loopback)

@@ -1,0 +1,31 @@
+"""`openaiAssistants/{id}` written -> fetch its scrapedUrls when they changed. Raise to retry."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from simplytalk import logs
+from simplytalk.clock import utcnow
+from simplytalk.config import settings
+from simplytalk.events import BadEvent, decode_cloud_event
+from simplytalk.firestore import firestore_client
+from simplytalk.scraping import FetchPolicy
+from simplytalk.services.knowledge import refresh_knowledge
+
+log = logs.get_logger("scrape-knowledge")
+
+
+def handle(cloud_event: Any) -> None:
+    try:
+        change = decode_cloud_event(cloud_event)
+    except BadEvent as exc:
+        log.error("dropping undecodable event: %s", exc)
+        return
+    if change.value is None or change.value.update_time is None:
+        return  # deleted
+    outcome = refresh_knowledge(
+        firestore_client(), change.document_id, change.value.fields, change.value.update_time,
+        FetchPolicy(allow_loopback=settings().scrape_allow_loopback), utcnow())
+    log.info("scrape-knowledge %s: %s", change.document_id, outcome.value,
+             extra={"fields": {"assistantId": change.document_id, "eventId": change.event_id,
+                               "outcome": outcome.value}})

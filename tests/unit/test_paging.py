@@ -1,0 +1,48 @@
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from simplytalk.errors import InvalidArgument
+from simplytalk.paging import decode_token, encode_token, page_size
+from simplytalk.services.assistants import EPOCH, _parse_time, _rfc3339
+
+
+@given(st.dictionaries(st.sampled_from(["createdAt", "id", "provider"]), st.text(), min_size=3))
+def test_tokens_round_trip(cursor: dict[str, str]) -> None:
+    assert decode_token(encode_token(cursor), ("createdAt", "id", "provider")) == cursor
+
+
+@pytest.mark.parametrize("token", ["%%%", "bm90IGpzb24", "WzFd", "eyJpZCI6MX0"])
+def test_foreign_tokens_are_400(token: str) -> None:
+    with pytest.raises(InvalidArgument):
+        decode_token(token, ("id",))
+
+
+@pytest.mark.parametrize(("raw", "size"), [(None, 20), ("", 20), ("1", 1), ("100", 100)])
+def test_page_sizes(raw: str | None, size: int) -> None:
+    assert page_size(raw) == size
+
+
+@pytest.mark.parametrize("raw", ["0", "101", "-5", "2.5", "x"])
+def test_bad_page_sizes(raw: str) -> None:
+    with pytest.raises(InvalidArgument):
+        page_size(raw)
+
+
+def test_created_at_in_every_stored_shape() -> None:
+    moment = dt.datetime(2026, 3, 1, 12, 0, tzinfo=dt.UTC)
+
+    assert _parse_time(moment) == moment
+    assert _parse_time("2026-03-01T12:00:00Z") == moment
+    assert _parse_time(moment.timestamp()) == moment
+    assert _parse_time(moment.timestamp() * 1000) == moment
+    assert _parse_time(None) == EPOCH
+    assert _parse_time("yesterday") == EPOCH
+
+
+@given(st.datetimes(timezones=st.just(dt.UTC)), st.datetimes(timezones=st.just(dt.UTC)))
+def test_rfc3339_strings_sort_as_times(a: dt.datetime, b: dt.datetime) -> None:
+    assert (_rfc3339(a) < _rfc3339(b)) == (a < b)
