@@ -47,11 +47,18 @@ def _root_path(app: Any) -> Any:
     return wrapped
 
 
-def build_app(project: str, manifest: Manifest | None = None) -> DispatcherMiddleware:
+BARE = ROOT / "devtools" / "bench" / "bare_function.py"
+
+
+def build_app(project: str, manifest: Manifest | None = None, with_bench: bool = False,
+              ) -> DispatcherMiddleware:
     import functions_framework
 
     manifest = manifest or load()
     mounts: dict[str, Any] = {}
+    if with_bench:  # benchmarks' baseline; never deployed
+        mounts[f"/{project}/{manifest.region}/bench-bare"] = functions_framework.create_app(
+            "bench_bare", str(BARE), "http")
     for fn in manifest.functions:
         app = functions_framework.create_app(fn.entry_point, str(MAIN), fn.signature_type)
         if fn.trigger == "http":
@@ -66,11 +73,13 @@ def main() -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=5001)
     parser.add_argument("--quiet", action="store_true", help="no per-request access log")
+    parser.add_argument("--with-bench", action="store_true", help="also serve the bench-bare baseline")
     args = parser.parse_args()
     project = os.environ.get("SIMPLYTALK_PROJECT", "demo-simplytalk")
     if args.quiet:
         logging.getLogger("werkzeug").setLevel(logging.WARNING)
-    run_simple(args.host, args.port, build_app(project), threaded=True, use_reloader=False)
+    app = build_app(project, with_bench=args.with_bench)
+    run_simple(args.host, args.port, app, threaded=True, use_reloader=False)
 
 
 if __name__ == "__main__":

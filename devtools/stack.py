@@ -96,7 +96,8 @@ class Service:
 class Stack:
     def __init__(self, project: str = "demo-simplytalk", ports: Ports | None = None,
                  workdir: Path | None = None, quiet_host: bool = True,
-                 manifest: Manifest | None = None, host_env: dict[str, str] | None = None) -> None:
+                 manifest: Manifest | None = None, host_env: dict[str, str] | None = None,
+                 host_args: list[str] | None = None) -> None:
         if not project.startswith("demo-"):
             raise ValueError("the local stack only runs demo- projects")
         self.project = project
@@ -108,6 +109,7 @@ class Stack:
         # Extra settings for the functions host. Scraping local pages is a
         # test-only allowance (refused by config outside demo- projects).
         self.host_env = {"SIMPLYTALK_SCRAPE_ALLOW_LOOPBACK": "1", **(host_env or {})}
+        self.host_args = host_args or []
         self.started_in: float | None = None
 
     # -- addresses -------------------------------------------------------
@@ -175,7 +177,7 @@ class Stack:
             ], f"http://{self.auth_host}/", env={"FIREBASE_CLI_DISABLE_UPDATE_CHECK": "true"}),
             Service("functions", [
                 sys.executable, "-m", "devtools.host", "--port", str(p.functions),
-                *(["--quiet"] if self.quiet_host else []),
+                *(["--quiet"] if self.quiet_host else []), *self.host_args,
             ], f"{self.functions_url}/", env={**self.client_env(), **self.host_env}),
         ]
 

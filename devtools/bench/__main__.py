@@ -14,12 +14,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from devtools.bench import imports
+from devtools.bench import assistants, imports
 from devtools.manifest import ROOT
 from devtools.stack import Ports, Stack
 
 BENCHMARKS: dict[str, Callable[[Stack], dict[str, Any]]] = {
     "imports": imports.run,
+    "assistants": assistants.run,
 }
 
 
@@ -49,7 +50,8 @@ def main() -> int:
         parser.error(f"unknown benchmark(s): {', '.join(sorted(unknown))}")
 
     stack = Stack(project="demo-simplytalk-bench", ports=Ports.free(),
-                  workdir=Path(tempfile.mkdtemp(prefix="simplytalk-bench-")))
+                  workdir=Path(tempfile.mkdtemp(prefix="simplytalk-bench-")),
+                  host_env={"SIMPLYTALK_MAX_ASSISTANTS": "100000"}, host_args=["--with-bench"])
     stack.start()
     os.environ.update(stack.client_env())
     results: dict[str, Any] = {

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -23,8 +24,11 @@ MAIN = str(ROOT / "functions" / "main.py")
 def _request_for(stack: Stack, fn: Any, token: str, uid: str) -> dict[str, Any]:
     if fn.trigger == "http":
         return {"method": "GET", "path": "/", "headers": {"Authorization": f"Bearer {token}"}, "body": ""}
-    if fn.name == "init-user":
-        headers, body = document_event(stack.project, f"users/{uid}", {"email": "bench@example.com"})
+    if fn.trigger == "firestore" and fn.document and fn.event_type:
+        # the function's own document pattern, with the bench user's id for every wildcard
+        path = re.sub(r"\{\w+\}", uid, fn.document)
+        headers, body = document_event(stack.project, path, {"userId": uid, "name": "bench"},
+                                       event_type=fn.event_type)
         return {"method": "POST", "path": "/", "headers": headers, "body": body.decode("latin-1")}
     raise ValueError(f"no cold-start request for {fn.name}")
 
