@@ -1,0 +1,151 @@
+"""The billing core: usage -> minutes -> money. Pure: no I/O, no clock.
+
+Exact arithmetic throughout: minutes are `Fraction`s (100 tokens at 60 a
+minute is 5/3 minutes, which has no finite decimal), rates are `Decimal`s,
+money is integer cents. Rounding happens once, half-up, where money is
+finally produced, never per event.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from decimal import ROUND_HALF_UP, Decimal
+from fractions import Fraction
+from typing import Literal
+
+Basis = Literal["tokens", "call-duration"]
+
+
+@dataclass(frozen=True)
+class RateCard:
+    """What a minute costs and how OpenAI usage becomes minutes, from a date on."""
+
+    id: str
+    effective_from: dt.date
+    tokens_per_minute: int
+    cents_per_minute: Decimal
+    currency: str = "usd"
+    openai_basis: Basis = "tokens"  # or "call-duration": bill Realtime calls by their length
+
+    def __post_init__(self) -> None:
+        if self.tokens_per_minute <= 0:
+            raise ValueError("tokens_per_minute must be positive")
+        if not self.cents_per_minute.is_finite() or self.cents_per_minute < 0:
+            raise ValueError("cents_per_minute must be a non-negative number")
+
+
+# The roadmap's example card: 60 tokens = 1 minute, 45 US cents a minute.
+DEFAULT_RATE_CARD = RateCard(id="default-2026-01", effective_from=dt.date(2026, 1, 1),
+                             tokens_per_minute=60, cents_per_minute=Decimal(45))
+
+
+def token_minutes(tokens: int, card: RateCard) -> Fraction:
+    if tokens < 0:
+        raise ValueError("tokens must not be negative")
+    return Fraction(tokens, card.tokens_per_minute)
+
+
+def call_minutes(call_millis: int) -> Fraction:
+    """Call length in minutes; durations are kept as integer milliseconds."""
+    if call_millis < 0:
+        raise ValueError("call length must not be negative")
+    return Fraction(call_millis, 60_000)
+
+
+def seconds_to_millis(seconds: float | int | str | Decimal) -> int:
+    """A provider's call seconds (often a float) as exact integer milliseconds, half-up."""
+    value = Decimal(str(seconds))
+    if not value.is_finite() or value < 0:
+        raise ValueError("seconds must be a non-negative number")
+    return int((value * 1000).quantize(Decimal(1), rounding=ROUND_HALF_UP))
+
+
+def round_half_up(value: Fraction) -> int:
+    """Nearest integer, halves away from zero (value is never negative here)."""
+    if value < 0:
+        raise ValueError("amount must not be negative")
+    return int((value * 2 + 1) // 2)
+
+
+def cost_cents(minutes: Fraction, card: RateCard) -> int:
+    """Exact minutes times the rate, rounded half-up to the cent once."""
+    return round_half_up(minutes * Fraction(card.cents_per_minute))
+
+
+def allocate(total: int, weights: list[Fraction]) -> list[int]:
+    """Split `total` cents in proportion to `weights`, summing exactly to `total`.
+
+    Largest remainder: each share is its exact proportion rounded down, and
+    the cents left over go to the largest remainders (ties: earlier first).
+    """
+    if total < 0 or any(w < 0 for w in weights):
+        raise ValueError("amounts must not be negative")
+    weight_sum = sum(weights, Fraction(0))
+    if not weights:
+        if total:
+            raise ValueError("cannot allocate a non-zero total over nothing")
+        return []
+    if weight_sum == 0:
+        shares = [Fraction(total, len(weights))] * len(weights)
+    else:
+        shares = [total * w / weight_sum for w in weights]
+    floors = [s.numerator // s.denominator for s in shares]
+    left = total - sum(floors)
+    order = sorted(range(len(shares)), key=lambda i: (-(shares[i] - floors[i]), i))
+    for i in order[:left]:
+        floors[i] += 1
+    return floors
+
+
+def format_minutes(minutes: Fraction, places: int = 6) -> str:
+    """For display only: a decimal string rounded half-up to `places`, no trailing zeros."""
+    scaled = round_half_up(minutes * 10**places) if minutes >= 0 else -round_half_up(-minutes * 10**places)
+    text = str(Decimal(scaled).scaleb(-places).quantize(Decimal(1).scaleb(-places)))
+    if "." in text:
+        text = text.rstrip("0").rstrip(".")
+    return text
+
+
+def period_of(moment: dt.datetime) -> str:
+    """The billing period (calendar month, UTC) a moment falls in: "YYYY-MM"."""
+    if moment.tzinfo is None:
+        raise ValueError("billing times must be timezone-aware")
+    utc = moment.astimezone(dt.UTC)
+    return f"{utc.year:04d}-{utc.month:02d}"
+
+
+def valid_period(period: str) -> bool:
+    if len(period) != 7 or period[4] != "-":
+        return False
+    year, month = period[:4], period[5:]
+    return year.isdigit() and month.isdigit() and 1 <= int(month) <= 12 and int(year) >= 1970
+
+
+@dataclass(frozen=True)
+class UsageFigures:
+    """Usage of one scope (a user or an assistant, all time or one period)."""
+
+    total_tokens: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    openai_call_millis: int = 0
+    vapi_call_millis: int = 0
+
+    def __add__(self, other: UsageFigures) -> UsageFigures:
+        return UsageFigures(*(a + b for a, b in zip(self.astuple(), other.astuple(), strict=True)))
+
+    def astuple(self) -> tuple[int, int, int, int, int]:
+        return (self.total_tokens, self.input_tokens, self.output_tokens, self.openai_call_millis,
+                self.vapi_call_millis)
+
+    def openai_minutes(self, card: RateCard) -> Fraction:
+        if card.openai_basis == "call-duration":
+            return call_minutes(self.openai_call_millis)
+        return token_minutes(self.total_tokens, card)
+
+    def vapi_minutes(self) -> Fraction:
+        return call_minutes(self.vapi_call_millis)
+
+    def minutes(self, card: RateCard) -> Fraction:
+        return self.openai_minutes(card) + self.vapi_minutes()
