@@ -45,3 +45,10 @@ def scrape_knowledge(cloud_event: Any) -> None:
     from entrypoints.scrape_knowledge import handle
 
     handle(cloud_event)
+
+
+@functions_framework.cloud_event
+def aggregate_token_usage(cloud_event: Any) -> None:
+    from entrypoints.aggregate_token_usage import handle
+
+    handle(cloud_event)

@@ -1,0 +1,237 @@
+"""Exactly-once usage aggregation, as events are written.
+
+Write path, per `usageEvents/{eventId}` (the provider's own id): ONE atomic
+batch that creates a marker `tokenUsage/{uid}/applied/{eventId}` and adds the
+event's figures with Increment transforms to one of SHARDS counter documents,
+`tokenUsage/{uid}/shards/{k}` (k from the event id). A repeated delivery fails
+the marker's create, so the whole batch is refused: counted once, no
+transaction, no read. Order does not matter (sums commute).
+
+The shards are the source of truth (the API sums them: SHARDS small reads).
+A user's events spread over SHARDS documents, so a busy user stays under about
+one write per second per document up to about SHARDS events per second.
+
+Mirrors for readers of the documents themselves (`tokenUsage/{uid}` totals and
+recent `usageHistory`, `openaiAssistants/{id}.tokenUsage`) are rolled up from
+the shards by the trigger at most about once per ROLLUP_INTERVAL per user (a
+rollup writes with a precondition on the summary's update time, so concurrent
+rollups do not both write). Within a burst, events after a rollup are
+"deferred": the mirrors catch up on the next event after the interval (the
+usage API reads the shards, so it is always exact).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import hashlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from simplytalk import collections as col
+from simplytalk.billing import UsageFigures, period_of, seconds_to_millis
+from simplytalk.clock import utcnow
+from simplytalk.models import UsageEvent
+
+if TYPE_CHECKING:
+    from google.cloud.firestore import Client
+
+SHARDS = 10
+ROLLUP_INTERVAL = 1.0  # seconds
+RECENT_HISTORY = 20
+FIGURE_FIELDS = ("totalTokens", "inputTokens", "outputTokens", "openaiCallMillis", "vapiCallMillis")
+
+
+def shard_of(event_id: str, shards: int = SHARDS) -> int:
+    return int(hashlib.sha256(event_id.encode()).hexdigest()[:8], 16) % shards
+
+
+def figures_of(event: UsageEvent) -> UsageFigures:
+    millis = seconds_to_millis(event.call_seconds) if event.call_seconds is not None else 0
+    usage = event.usage
+    return UsageFigures(
+        total_tokens=usage.total_tokens if usage else 0,
+        input_tokens=usage.input_tokens if usage else 0,
+        output_tokens=usage.output_tokens if usage else 0,
+        openai_call_millis=millis if event.provider == "openai" else 0,
+        vapi_call_millis=millis if event.provider == "vapi" else 0,
+    )
+
+
+def _as_fields(figures: UsageFigures) -> dict[str, int]:
+    return dict(zip(FIGURE_FIELDS, figures.astuple(), strict=True))
+
+
+def _from_fields(data: Any) -> UsageFigures:
+    if not isinstance(data, dict):
+        return UsageFigures()
+    return UsageFigures(*(int(data.get(name) or 0) for name in FIGURE_FIELDS))
+
+
+def shard_delta(event: UsageEvent) -> dict[str, Any]:
+    """The nested counters one event adds to its shard (values to wrap in Increment)."""
+    figures = _as_fields(figures_of(event))
+    period = period_of(event.occurred_at)
+    return {
+        "totals": figures,
+        "assistants": {event.assistant_id: {**figures, "provider": event.provider}},
+        "periods": {period: {**figures, "assistants": {event.assistant_id: dict(figures)}}},
+    }
+
+
+def _increments(delta: dict[str, Any]) -> dict[str, Any]:
+    from google.cloud.firestore import Increment
+
+    out: dict[str, Any] = {}
+    for key, value in delta.items():
+        if isinstance(value, dict):
+            out[key] = _increments(value)
+        elif isinstance(value, int) and not isinstance(value, bool):
+            out[key] = Increment(value)
+        else:
+            out[key] = value
+    return out
+
+
+@dataclass
+class Applied:
+    applied: bool  # False: this event had been counted already
+    commit_time: dt.datetime | None
+
+
+def apply_event(db: Client, event_id: str, event: UsageEvent, now: dt.datetime) -> Applied:
+    from google.api_core import exceptions as gexc
+
+    user_doc = db.collection(col.TOKEN_USAGE).document(event.user_id)
+    batch = db.batch()
+    marker = {"appliedAt": now, "assistantId": event.assistant_id, "period": period_of(event.occurred_at)}
+    batch.create(user_doc.collection("applied").document(event_id), marker)
+    batch.set(user_doc.collection("shards").document(str(shard_of(event_id))),
+              _increments(shard_delta(event)), merge=True)
+    try:
+        results = batch.commit()
+    except gexc.AlreadyExists:
+        marker = user_doc.collection("applied").document(event_id).get()
+        return Applied(False, marker.create_time if marker.exists else None)
+    return Applied(True, results[0].update_time if results else None)
+
+
+# -- reading the aggregate ----------------------------------------------------------
+
+@dataclass
+class Aggregate:
+    totals: UsageFigures = field(default_factory=UsageFigures)
+    assistants: dict[str, UsageFigures] = field(default_factory=dict)
+    providers: dict[str, str] = field(default_factory=dict)
+    periods: dict[str, UsageFigures] = field(default_factory=dict)
+    period_assistants: dict[str, dict[str, UsageFigures]] = field(default_factory=dict)
+    read_time: dt.datetime | None = None
+
+    def add_shard(self, data: dict[str, Any]) -> None:
+        self.totals += _from_fields(data.get("totals"))
+        for aid, figures in (data.get("assistants") or {}).items():
+            self.assistants[aid] = self.assistants.get(aid, UsageFigures()) + _from_fields(figures)
+            if isinstance(figures, dict) and isinstance(figures.get("provider"), str):
+                self.providers[aid] = figures["provider"]
+        for period, figures in (data.get("periods") or {}).items():
+            self.periods[period] = self.periods.get(period, UsageFigures()) + _from_fields(figures)
+            per = self.period_assistants.setdefault(period, {})
+            for aid, a_figures in ((figures or {}).get("assistants") or {}).items():
+                per[aid] = per.get(aid, UsageFigures()) + _from_fields(a_figures)
+
+
+def read_aggregate(db: Client, uid: str) -> Aggregate:
+    aggregate = Aggregate()
+    for snap in db.collection(col.TOKEN_USAGE).document(uid).collection("shards").stream():
+        aggregate.add_shard(snap.to_dict() or {})
+        aggregate.read_time = snap.read_time
+    return aggregate
+
+
+def fold_events(events: list[UsageEvent]) -> Aggregate:
+    """The aggregate computed straight from raw events (the source of truth)."""
+    aggregate = Aggregate()
+    for event in events:
+        aggregate.add_shard(shard_delta(event))
+    return aggregate
+
+
+# -- mirrors ------------------------------------------------------------------------
+
+def rollup(db: Client, uid: str, covering: dt.datetime | None,
+           now: Callable[[], dt.datetime] = utcnow) -> str:
+    """Bring the mirrors up to a shard read at or after `covering` (a commit time)."""
+    from google.api_core import exceptions as gexc
+
+    summary_ref = db.collection(col.TOKEN_USAGE).document(uid)
+    for _ in range(50):
+        summary = summary_ref.get()
+        state = (summary.to_dict() or {}).get("rollup") or {}
+        last = state.get("readTime")
+        if covering is not None and isinstance(last, dt.datetime) and last >= covering:
+            return "covered"
+        if isinstance(last, dt.datetime) and (now() - last).total_seconds() < ROLLUP_INTERVAL:
+            return "deferred"  # rolled up less than ROLLUP_INTERVAL ago; a later event or the sweep will
+        aggregate = read_aggregate(db, uid)
+        if aggregate.read_time is None:
+            return "nothing"
+        mirrored: dict[str, Any] = state.get("assistants") or {}
+        doc = {
+            "userId": uid,
+            **_as_fields(aggregate.totals),
+            "usageHistory": recent_history(db, uid),
+            "updatedAt": aggregate.read_time,
+            "rollup": {"readTime": aggregate.read_time,
+                       "assistants": {aid: _as_fields(f) for aid, f in aggregate.assistants.items()}},
+        }
+        try:
+            if summary.exists:
+                summary_ref.update(doc, option=db.write_option(last_update_time=summary.update_time))
+            else:
+                summary_ref.create({**doc, "createdAt": aggregate.read_time})
+        except (gexc.FailedPrecondition, gexc.AlreadyExists, gexc.Aborted):
+            continue  # another rollup got there; look again
+        _mirror_assistants(db, aggregate, mirrored)
+        return "rolled-up"
+    return "gave-up"
+
+
+def _mirror_assistants(db: Client, aggregate: Aggregate, mirrored: dict[str, Any]) -> None:
+    from google.api_core import exceptions as gexc
+
+    for aid, figures in aggregate.assistants.items():
+        if aggregate.providers.get(aid) != "openai" or _from_fields(mirrored.get(aid)) == figures:
+            continue
+        with contextlib.suppress(gexc.NotFound):  # a deleted assistant's usage stays in shards and events
+            db.collection(col.OPENAI_ASSISTANTS).document(aid).update({"tokenUsage": {
+                "totalTokens": figures.total_tokens, "inputTokens": figures.input_tokens,
+                "outputTokens": figures.output_tokens}})
+
+
+def recent_history(db: Client, uid: str, limit: int = RECENT_HISTORY) -> list[dict[str, Any]]:
+    return [history_entry(s.id, s.to_dict() or {}) for s in history_query(db, uid).limit(limit).stream()]
+
+
+def history_query(db: Client, uid: str) -> Any:
+    from google.cloud.firestore import Query
+    from google.cloud.firestore_v1.base_query import FieldFilter
+
+    return (db.collection(col.USAGE_EVENTS).where(filter=FieldFilter("userId", "==", uid))
+            .order_by("occurredAt", direction=Query.DESCENDING)
+            .order_by("__name__", direction=Query.DESCENDING))
+
+
+def history_entry(event_id: str, data: dict[str, Any]) -> dict[str, Any]:
+    usage = data.get("usage") or {}
+    return {
+        "eventId": event_id,
+        "assistantId": data.get("assistantId"),
+        "provider": data.get("provider"),
+        "model": data.get("model"),
+        "occurredAt": data.get("occurredAt"),
+        "totalTokens": int(usage.get("totalTokens") or 0),
+        "inputTokens": int(usage.get("inputTokens") or 0),
+        "outputTokens": int(usage.get("outputTokens") or 0),
+        "callSeconds": data.get("callSeconds"),
+    }
