@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any
 
 import pytest
@@ -23,20 +24,99 @@ def test_a_new_user_sees_zero_totals(url: str, db: Any, new_user: Any) -> None:
     response = requests.get(url, headers=user.headers, timeout=10)
 
     assert response.status_code == 200
-    assert response.json() == {"userId": user.uid,
-                               "totals": {"totalTokens": 0, "inputTokens": 0, "outputTokens": 0}}
+    body = response.json()
+    assert body["userId"] == user.uid
+    assert body["totals"] == {"totalTokens": 0, "inputTokens": 0, "outputTokens": 0}
+    assert body["period"]["totalMinutes"] == "0"
+    assert body["period"]["estimatedCost"] == {"amount": 0, "currency": "usd"}
+    assert body["byAssistant"] == [] and body["history"] == [] and body["nextPageToken"] is None
+
+
+def _event(db: Any, event_id: str, uid: str, assistant: str, tokens: int = 0, seconds: float | None = None,
+           when: dt.datetime | None = None) -> None:
+    fields: dict[str, Any] = {"userId": uid, "assistantId": assistant,
+                              "provider": "vapi" if seconds is not None else "openai",
+                              "occurredAt": when or dt.datetime.now(dt.UTC)}
+    if seconds is not None:
+        fields["callSeconds"] = seconds
+    else:
+        fields["usage"] = {"totalTokens": tokens, "inputTokens": tokens - tokens // 3,
+                           "outputTokens": tokens // 3}
+    db.collection("usageEvents").document(event_id).set(fields)
+
+
+def _settled(url: str, user: Any, total: int) -> dict[str, Any]:
+    return wait_for(lambda: (b := requests.get(url, headers=user.headers, timeout=10).json())["totals"]
+                    ["totalTokens"] == total and b, timeout=15)
 
 
 def test_totals_are_the_callers_own(url: str, db: Any, new_user: Any) -> None:
     ann, bob = new_user(), new_user()
-    db.collection("tokenUsage").document(ann.uid).set(
-        {"userId": ann.uid, "totalTokens": 90, "inputTokens": 60, "outputTokens": 30})
-    db.collection("tokenUsage").document(bob.uid).set(
-        {"userId": bob.uid, "totalTokens": 7, "inputTokens": 3, "outputTokens": 4})
+    _event(db, "r-ann", ann.uid, "a1", 90)
+    _event(db, "r-bob", bob.uid, "b1", 7)
 
-    assert requests.get(url + "/", headers=ann.headers, timeout=10).json()["totals"] == {
-        "totalTokens": 90, "inputTokens": 60, "outputTokens": 30}
-    assert requests.get(url, headers=bob.headers, timeout=10).json()["totals"]["totalTokens"] == 7
+    assert _settled(url, ann, 90)["totals"] == {"totalTokens": 90, "inputTokens": 60, "outputTokens": 30}
+    assert _settled(url, bob, 7)["totals"]["totalTokens"] == 7
+
+
+def test_period_minutes_cost_breakdown_and_history(url: str, db: Any, new_user: Any) -> None:
+    ann = new_user()
+    db.collection("openaiAssistants").document("o1").set({"userId": ann.uid, "name": "o"})
+    now = dt.datetime.now(dt.UTC)
+    last_month = (now.replace(day=1) - dt.timedelta(days=1)).replace(hour=12)
+    _event(db, "r1", ann.uid, "o1", 1830, when=now)  # 30.5 token minutes
+    _event(db, "r2", ann.uid, "o1", 100, when=now)  # 1.666667
+    _event(db, "c1", ann.uid, "v1", seconds=90, when=now)  # 1.5 vapi minutes
+    _event(db, "r-old", ann.uid, "o1", 600, when=last_month)
+
+    body = _settled(url, ann, 2530)
+
+    period = body["period"]
+    assert period["id"] == f"{now.year:04d}-{now.month:02d}"
+    assert period["totalTokens"] == 1930
+    assert period["tokenMinutes"] == "32.166667"
+    assert period["vapiMinutes"] == "1.5"
+    assert period["totalMinutes"] == "33.666667"
+    assert period["estimatedCost"] == {"amount": 1515, "currency": "usd"}  # 33.666.. * 45 = 1515
+    assert body["byAssistant"] == [
+        {"assistantId": "o1", "provider": "openai", "totalTokens": 1930, "minutes": "32.166667"},
+        {"assistantId": "v1", "provider": "vapi", "totalTokens": 0, "minutes": "1.5"}]
+    assert [h["eventId"] for h in body["history"]][-1] == "r-old"
+    assert len(body["history"]) == 4
+
+    previous = requests.get(url, params={"period": f"{last_month.year:04d}-{last_month.month:02d}"},
+                            headers=ann.headers, timeout=10).json()
+    assert previous["period"]["totalTokens"] == 600
+    assert previous["period"]["estimatedCost"]["amount"] == 450
+
+    narrowed = requests.get(url, params={"assistantId": "v1"}, headers=ann.headers, timeout=10).json()
+    assert narrowed["totals"]["totalTokens"] == 0
+    assert narrowed["period"]["vapiMinutes"] == "1.5" and narrowed["period"]["tokenMinutes"] == "0"
+    assert [h["eventId"] for h in narrowed["history"]] == ["c1"]
+
+    page1 = requests.get(url, params={"pageSize": 3}, headers=ann.headers, timeout=10).json()
+    page2 = requests.get(url, params={"pageSize": 3, "pageToken": page1["nextPageToken"]},
+                         headers=ann.headers, timeout=10).json()
+    assert [h["eventId"] for h in page1["history"] + page2["history"]] == \
+        [h["eventId"] for h in body["history"]]
+    assert page2["nextPageToken"] is None
+
+
+def test_another_users_assistant_is_404(url: str, db: Any, new_user: Any) -> None:
+    ann, bob = new_user(), new_user()
+    db.collection("openaiAssistants").document("ann-asst").set({"userId": ann.uid, "name": "x"})
+
+    response = requests.get(url, params={"assistantId": "ann-asst"}, headers=bob.headers, timeout=10)
+
+    assert response.status_code == 404
+    assert requests.get(url, params={"assistantId": "ann-asst"}, headers=ann.headers,
+                        timeout=10).status_code == 200
+
+
+@pytest.mark.parametrize("params", [{"period": "2026-13"}, {"period": "May"}, {"pageSize": "0"},
+                                    {"pageToken": "nope!"}])
+def test_bad_query_is_400(url: str, new_user: Any, params: dict[str, str]) -> None:
+    assert requests.get(url, params=params, headers=new_user().headers, timeout=10).status_code == 400
 
 
 def test_before_init_user_the_totals_are_zero(url: str, new_user: Any) -> None:
