@@ -52,3 +52,10 @@ def aggregate_token_usage(cloud_event: Any) -> None:
     from entrypoints.aggregate_token_usage import handle
 
     handle(cloud_event)
+
+
+@functions_framework.http
+def vapi_webhook(request: Any) -> Any:
+    from entrypoints.vapi_webhook import api
+
+    return api(request)

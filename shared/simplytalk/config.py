@@ -30,6 +30,7 @@ class Settings:
     max_body_bytes: int
     max_assistants_per_user: int = 50
     scrape_allow_loopback: bool = False
+    vapi_webhook_secret: str | None = None
 
     @property
     def is_demo(self) -> bool:
@@ -72,6 +73,8 @@ class Settings:
             max_body_bytes=positive_int("SIMPLYTALK_MAX_BODY_BYTES", 65536),
             max_assistants_per_user=positive_int("SIMPLYTALK_MAX_ASSISTANTS", 50),
             scrape_allow_loopback=allow_loopback,
+            # from Secret Manager in production (deploy.toml); a fixed value for the local stack
+            vapi_webhook_secret=env.get("VAPI_WEBHOOK_SECRET") or ("local-vapi-secret" if demo else None),
         )
 
     def export_emulator_hosts(self) -> None:

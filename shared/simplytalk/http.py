@@ -56,6 +56,7 @@ class ApiRequest:
     raw: flask.Request
     caller: Caller | None
     params: dict[str, str]
+    max_body_bytes: int | None = None
 
     @property
     def uid(self) -> str:
@@ -66,7 +67,7 @@ class ApiRequest:
         return self.raw.args.get(name)
 
     def body(self) -> bytes:
-        limit = settings().max_body_bytes
+        limit = self.max_body_bytes or settings().max_body_bytes
         length = self.raw.content_length
         if length is not None and length > limit:
             raise PayloadTooLarge(f"request body is larger than {limit} bytes")
@@ -126,8 +127,9 @@ class _Route:
 
 
 class Api:
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, max_body_bytes: int | None = None) -> None:
         self.name = name
+        self.max_body_bytes = max_body_bytes  # None: the configured default
         self._routes: list[_Route] = []
 
     def route(self, method: str, path: str, *, public: bool = False) -> Callable[[Handler], Handler]:
@@ -170,7 +172,8 @@ class Api:
         caller = None
         if not route.public:
             caller = verify_id_token(bearer_token(request.headers.get("Authorization")))
-        return route.handler(ApiRequest(raw=request, caller=caller, params=params))
+        return route.handler(ApiRequest(raw=request, caller=caller, params=params,
+                                        max_body_bytes=self.max_body_bytes))
 
 
 def _serialize(reply: Reply) -> tuple[str, int, dict[str, str]]:
