@@ -6,9 +6,9 @@ from typing import Any
 
 import pytest
 import requests
+from simplytalk.services.aggregation import read_aggregate
 
 from devtools.stack import Stack
-from simplytalk.services.aggregation import read_aggregate
 from tests.emulator.conftest import wait_for
 
 SECRET = "local-vapi-secret"  # the demo default the local stack uses
