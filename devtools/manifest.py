@@ -56,6 +56,8 @@ def load(path: Path = MANIFEST) -> Manifest:
             raise ValueError(f"{fn.name}: unknown trigger {fn.trigger!r}")
         if fn.trigger == "firestore" and not (fn.event_type and fn.document):
             raise ValueError(f"{fn.name}: a firestore trigger needs event_type and document")
+        if fn.trigger == "pubsub" and not fn.topic:
+            raise ValueError(f"{fn.name}: a pubsub trigger needs a topic")
     return Manifest(
         region=project["region"],
         runtime=project["runtime"],

@@ -194,6 +194,7 @@ class Stack:
             for svc in services:
                 self._wait_ready(svc, t0 + timeout)
             self.register_triggers()
+            self.wire_pubsub()
         except BaseException:
             self.stop()
             raise
@@ -232,6 +233,30 @@ class Stack:
             req = urllib.request.Request(url, body, {"Content-Type": "application/json"}, method="POST")
             with urllib.request.urlopen(req, timeout=5) as resp:
                 resp.read()
+
+    def wire_pubsub(self) -> None:
+        """Each Pub/Sub function's topic, with a push subscription to the functions host
+        (what Eventarc sets up in production; Cloud Scheduler publishes to the topic there)."""
+        base = f"http://{self.pubsub_host}/v1/projects/{self.project}"
+        for fn in self.manifest.by_trigger("pubsub"):
+            _put(f"{base}/topics/{fn.topic}", {})
+            _put(f"{base}/subscriptions/{fn.name}-push", {
+                "topic": f"projects/{self.project}/topics/{fn.topic}",
+                "pushConfig": {"pushEndpoint":
+                               f"{self.functions_url}/functions/projects/{self.project}/triggers/{fn.name}"},
+                "ackDeadlineSeconds": 60,
+            })
+
+    def publish(self, topic: str, message: dict[str, Any]) -> None:
+        import base64
+
+        data = base64.b64encode(json.dumps(message).encode()).decode()
+        req = urllib.request.Request(
+            f"http://{self.pubsub_host}/v1/projects/{self.project}/topics/{topic}:publish",
+            json.dumps({"messages": [{"data": data}]}).encode(), {"Content-Type": "application/json"},
+            method="POST")
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            resp.read()
 
     def stop(self, grace: float = 10.0) -> None:
         for svc in self.services:
@@ -275,10 +300,21 @@ class Stack:
             if fn.trigger == "http":
                 lines.append(f"  {fn.name:<19} {self.function_url(fn.name)}")
             else:
-                lines.append(f"  {fn.name:<19} {fn.trigger}: {fn.document or fn.topic}")
+                lines.append(f"  {fn.name:<19} {fn.trigger}: {fn.document or 'topic ' + str(fn.topic)}")
         lines.append(f"  logs                {self.workdir}/*.log")
         lines.append("Ctrl-C stops everything.")
         return "\n".join(lines)
+
+
+def _put(url: str, body: dict[str, Any]) -> None:
+    req = urllib.request.Request(url, json.dumps(body).encode(), {"Content-Type": "application/json"},
+                                 method="PUT")
+    try:
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            resp.read()
+    except urllib.error.HTTPError as exc:
+        if exc.code != 409:  # already exists
+            raise
 
 
 def run(args: argparse.Namespace) -> int:

@@ -59,3 +59,10 @@ def vapi_webhook(request: Any) -> Any:
     from entrypoints.vapi_webhook import api
 
     return api(request)
+
+
+@functions_framework.cloud_event
+def usage_rollup(cloud_event: Any) -> None:
+    from entrypoints.usage_rollup import handle
+
+    handle(cloud_event)

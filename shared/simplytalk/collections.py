@@ -5,3 +5,5 @@ VAPI_ASSISTANTS = "assistants"
 OPENAI_ASSISTANTS = "openaiAssistants"
 TOKEN_USAGE = "tokenUsage"
 USAGE_EVENTS = "usageEvents"
+USAGE_SHARDS = "usageShards"  # tokenUsage/{uid}/usageShards/{k}: the counters
+APPLIED_EVENTS = "applied"  # tokenUsage/{uid}/applied/{eventId}: counted-once markers

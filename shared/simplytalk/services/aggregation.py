@@ -17,7 +17,9 @@ the shards by the trigger at most about once per ROLLUP_INTERVAL per user (a
 rollup writes with a precondition on the summary's update time, so concurrent
 rollups do not both write). Within a burst, events after a rollup are
 "deferred": the mirrors catch up on the next event after the interval (the
-usage API reads the shards, so it is always exact).
+usage API reads the shards, so it is always exact), or on the `usage-rollup`
+sweep (Cloud Scheduler, every minute), which rolls up every user whose shards
+changed after their last rollup.
 """
 
 from __future__ import annotations
@@ -106,13 +108,15 @@ def apply_event(db: Client, event_id: str, event: UsageEvent, now: dt.datetime) 
     user_doc = db.collection(col.TOKEN_USAGE).document(event.user_id)
     batch = db.batch()
     marker = {"appliedAt": now, "assistantId": event.assistant_id, "period": period_of(event.occurred_at)}
-    batch.create(user_doc.collection("applied").document(event_id), marker)
-    batch.set(user_doc.collection("shards").document(str(shard_of(event_id))),
-              _increments(shard_delta(event)), merge=True)
+    batch.create(user_doc.collection(col.APPLIED_EVENTS).document(event_id), marker)
+    from google.cloud.firestore import SERVER_TIMESTAMP
+
+    batch.set(user_doc.collection(col.USAGE_SHARDS).document(str(shard_of(event_id))),
+              {**_increments(shard_delta(event)), "changedAt": SERVER_TIMESTAMP}, merge=True)
     try:
         results = batch.commit()
     except gexc.AlreadyExists:
-        marker = user_doc.collection("applied").document(event_id).get()
+        marker = user_doc.collection(col.APPLIED_EVENTS).document(event_id).get()
         return Applied(False, marker.create_time if marker.exists else None)
     return Applied(True, results[0].update_time if results else None)
 
@@ -143,7 +147,7 @@ class Aggregate:
 
 def read_aggregate(db: Client, uid: str) -> Aggregate:
     aggregate = Aggregate()
-    for snap in db.collection(col.TOKEN_USAGE).document(uid).collection("shards").stream():
+    for snap in db.collection(col.TOKEN_USAGE).document(uid).collection(col.USAGE_SHARDS).stream():
         aggregate.add_shard(snap.to_dict() or {})
         aggregate.read_time = snap.read_time
     return aggregate
@@ -235,3 +239,19 @@ def history_entry(event_id: str, data: dict[str, Any]) -> dict[str, Any]:
         "outputTokens": int(usage.get("outputTokens") or 0),
         "callSeconds": data.get("callSeconds"),
     }
+
+
+def sweep(db: Client, since: dt.datetime) -> dict[str, str]:
+    """Roll up every user whose counters changed since `since` and are ahead of their mirrors."""
+    from google.cloud.firestore_v1.base_query import FieldFilter
+
+    changed: dict[str, dt.datetime] = {}
+    query = db.collection_group(col.USAGE_SHARDS).where(filter=FieldFilter("changedAt", ">=", since))
+    for snap in query.select(["changedAt"]).stream():
+        user_ref = snap.reference.parent.parent
+        at = (snap.to_dict() or {}).get("changedAt")
+        if user_ref is None or not isinstance(at, dt.datetime):
+            continue
+        if user_ref.id not in changed or at > changed[user_ref.id]:
+            changed[user_ref.id] = at
+    return {uid: rollup(db, uid, at) for uid, at in changed.items()}
