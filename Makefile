@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 PY_STAMP := $(VENV)/.installed
 NODE_STAMP := node_modules/.installed
 
-.PHONY: setup run test unit lint bench deploy clean check-tools
+.PHONY: setup run test unit lint bench deploy clean check-tools rebuild-usage
 
 setup: check-tools $(PY_STAMP) $(NODE_STAMP)
 
@@ -41,6 +41,10 @@ lint: setup
 
 bench: setup
 	$(BIN)/python -m devtools.bench
+
+# make rebuild-usage USERS="uid1 uid2" [APPLY=1]  (project from SIMPLYTALK_PROJECT; default: local emulators)
+rebuild-usage: setup
+	$(BIN)/python -m ops.rebuild_usage $(if $(APPLY),--apply) $(USERS)
 
 deploy: setup
 	$(BIN)/python -m devtools.deploy

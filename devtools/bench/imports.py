@@ -32,10 +32,10 @@ def _request_for(stack: Stack, fn: Any, token: str, uid: str) -> dict[str, Any]:
                                        event_type=fn.event_type)
         return {"method": "POST", "path": "/", "headers": headers, "body": body.decode("latin-1")}
     if fn.trigger == "pubsub":  # a push delivery, as the Pub/Sub emulator and Eventarc send it
-        body = json.dumps({"subscription": f"projects/{stack.project}/subscriptions/{fn.name}-push",
+        push = json.dumps({"subscription": f"projects/{stack.project}/subscriptions/{fn.name}-push",
                            "message": {"data": base64.b64encode(b"{}").decode(), "messageId": "1",
                                        "publishTime": "2026-01-01T00:00:00Z", "attributes": {}}})
-        return {"method": "POST", "path": "/", "headers": {"Content-Type": "application/json"}, "body": body}
+        return {"method": "POST", "path": "/", "headers": {"Content-Type": "application/json"}, "body": push}
     raise ValueError(f"no cold-start request for {fn.name}")
 
 

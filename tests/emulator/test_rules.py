@@ -130,3 +130,17 @@ def test_a_user_lists_only_their_own_assistants(rest: str, db: Any, two_users: A
     assert run_query(ann.id_token, ann.uid) == 200
     assert run_query(ann.id_token, bob.uid) == 403
     assert run_query(ann.id_token, None) == 403
+
+
+def test_a_user_reads_their_own_usage_events_and_counters_only(rest: str, db: Any, two_users: Any) -> None:
+    ann, bob = two_users
+    db.collection("usageEvents").document("resp_ann").set({"userId": ann.uid, "assistantId": "a"})
+    db.collection("tokenUsage").document(ann.uid).collection("usageShards").document("0").set({"totals": {}})
+
+    assert _get(rest, "usageEvents/resp_ann", ann.id_token) == 200
+    assert _get(rest, "usageEvents/resp_ann", bob.id_token) == 403
+    assert _get(rest, f"tokenUsage/{ann.uid}/usageShards/0", ann.id_token) == 200
+    assert _get(rest, f"tokenUsage/{ann.uid}/usageShards/0", bob.id_token) == 403
+    assert _get(rest, f"tokenUsage/{ann.uid}/applied/resp_ann", ann.id_token) == 403
+    assert _write(rest, "usageEvents/resp_forged", ann.id_token, {"userId": ann.uid}) == 403
+    assert _write(rest, f"tokenUsage/{ann.uid}/usageShards/0", ann.id_token, {"totals": "x"}) == 403
