@@ -14,13 +14,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from devtools.bench import assistants, imports
+from devtools.bench import assistants, imports, usage
 from devtools.manifest import ROOT
 from devtools.stack import Ports, Stack
 
 BENCHMARKS: dict[str, Callable[[Stack], dict[str, Any]]] = {
     "imports": imports.run,
     "assistants": assistants.run,
+    "usage": usage.run,
 }
 
 
@@ -69,6 +70,9 @@ def main() -> int:
             result["wall_s"] = round(time.monotonic() - t0, 2)
             results["benchmarks"][name] = result
             print(format_table(result), flush=True)
+            for extra in (v for v in result.values() if isinstance(v, dict) and "rows" in v):
+                print(flush=True)
+                print(format_table(extra), flush=True)
             print(flush=True)
     finally:
         stack.stop()

@@ -167,6 +167,7 @@ def rollup(db: Client, uid: str, covering: dt.datetime | None,
            now: Callable[[], dt.datetime] = utcnow) -> str:
     """Bring the mirrors up to a shard read at or after `covering` (a commit time)."""
     from google.api_core import exceptions as gexc
+    from google.cloud.firestore import Increment
 
     summary_ref = db.collection(col.TOKEN_USAGE).document(uid)
     for _ in range(50):
@@ -188,6 +189,7 @@ def rollup(db: Client, uid: str, covering: dt.datetime | None,
             "updatedAt": aggregate.read_time,
             "rollup": {"readTime": aggregate.read_time,
                        "assistants": {aid: _as_fields(f) for aid, f in aggregate.assistants.items()}},
+            "rollupCount": Increment(1),  # how often the mirrors were written (<= about 1/s)
         }
         try:
             if summary.exists:
