@@ -135,6 +135,15 @@ class UsageFigures:
     def __add__(self, other: UsageFigures) -> UsageFigures:
         return UsageFigures(*(a + b for a, b in zip(self.astuple(), other.astuple(), strict=True)))
 
+    def __sub__(self, other: UsageFigures) -> UsageFigures:
+        return UsageFigures(*(a - b for a, b in zip(self.astuple(), other.astuple(), strict=True)))
+
+    def is_zero(self) -> bool:
+        return not any(self.astuple())
+
+    def is_negative_anywhere(self) -> bool:
+        return any(v < 0 for v in self.astuple())
+
     def astuple(self) -> tuple[int, int, int, int, int]:
         return (self.total_tokens, self.input_tokens, self.output_tokens, self.openai_call_millis,
                 self.vapi_call_millis)
