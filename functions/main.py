@@ -66,3 +66,17 @@ def usage_rollup(cloud_event: Any) -> None:
     from entrypoints.usage_rollup import handle
 
     handle(cloud_event)
+
+
+@functions_framework.http
+def billing(request: Any) -> Any:
+    from entrypoints.billing import api
+
+    return api(request)
+
+
+@functions_framework.cloud_event
+def monthly_invoicing(cloud_event: Any) -> None:
+    from entrypoints.monthly_invoicing import handle
+
+    handle(cloud_event)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import datetime as dt
 import json
 import os
 import re
@@ -23,13 +24,20 @@ MAIN = str(ROOT / "functions" / "main.py")
 
 
 def _request_for(stack: Stack, fn: Any, token: str, uid: str) -> dict[str, Any]:
+    if fn.name == "vapi-webhook":  # secret-authenticated; a message it acknowledges
+        return {"method": "POST", "path": "/", "body": json.dumps({"message": {"type": "status-update"}}),
+                "headers": {"x-vapi-secret": "local-vapi-secret", "Content-Type": "application/json"}}
     if fn.trigger == "http":
         return {"method": "GET", "path": "/", "headers": {"Authorization": f"Bearer {token}"}, "body": ""}
     if fn.trigger == "firestore" and fn.document and fn.event_type:
         # the function's own document pattern, with the bench user's id for every wildcard
         path = re.sub(r"\{\w+\}", uid, fn.document)
-        headers, body = document_event(stack.project, path, {"userId": uid, "name": "bench"},
-                                       event_type=fn.event_type)
+        fields: dict[str, Any] = {"userId": uid, "name": "bench"}
+        if fn.document.startswith("usageEvents/"):  # a real usage event, so the first call counts it
+            fields = {"userId": uid, "assistantId": "bench", "provider": "openai",
+                      "occurredAt": dt.datetime.now(dt.UTC),
+                      "usage": {"totalTokens": 3, "inputTokens": 2, "outputTokens": 1}}
+        headers, body = document_event(stack.project, path, fields, event_type=fn.event_type)
         return {"method": "POST", "path": "/", "headers": headers, "body": body.decode("latin-1")}
     if fn.trigger == "pubsub":  # a push delivery, as the Pub/Sub emulator and Eventarc send it
         push = json.dumps({"subscription": f"projects/{stack.project}/subscriptions/{fn.name}-push",

@@ -7,3 +7,7 @@ TOKEN_USAGE = "tokenUsage"
 USAGE_EVENTS = "usageEvents"
 USAGE_SHARDS = "usageShards"  # tokenUsage/{uid}/usageShards/{k}: the counters
 APPLIED_EVENTS = "applied"  # tokenUsage/{uid}/applied/{eventId}: counted-once markers
+RATE_CARDS = "rateCards"
+INVOICES = "invoices"
+BILLING_LEDGER = "billingLedger"  # billingLedger/{uid}: the usage each period's invoices have billed
+INVOICE_RUNS = "invoiceRuns"  # invoiceRuns/{period}: the monthly run's progress and summary

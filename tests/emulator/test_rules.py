@@ -144,3 +144,18 @@ def test_a_user_reads_their_own_usage_events_and_counters_only(rest: str, db: An
     assert _get(rest, f"tokenUsage/{ann.uid}/applied/resp_ann", ann.id_token) == 403
     assert _write(rest, "usageEvents/resp_forged", ann.id_token, {"userId": ann.uid}) == 403
     assert _write(rest, f"tokenUsage/{ann.uid}/usageShards/0", ann.id_token, {"totals": "x"}) == 403
+
+
+def test_invoices_are_readable_by_their_owner_and_billing_data_by_no_client(rest: str, db: Any,
+                                                                           two_users: Any) -> None:
+    ann, bob = two_users
+    db.collection("invoices").document(f"{ann.uid}_2026-10").set({"userId": ann.uid, "total": 5})
+    db.collection("billingLedger").document(ann.uid).set({"userId": ann.uid})
+    db.collection("rateCards").document("c").set({"tokensPerMinute": 60})
+
+    assert _get(rest, f"invoices/{ann.uid}_2026-10", ann.id_token) == 200
+    assert _get(rest, f"invoices/{ann.uid}_2026-10", bob.id_token) == 403
+    assert _write(rest, f"invoices/{ann.uid}_2026-10", ann.id_token, {"userId": ann.uid, "total": 0}) == 403
+    assert _get(rest, f"billingLedger/{ann.uid}", ann.id_token) == 403
+    assert _write(rest, "rateCards/mine", ann.id_token, {"tokensPerMinute": 1}) == 403
+    assert _get(rest, "invoiceRuns/2026-10", ann.id_token) == 403

@@ -1,0 +1,37 @@
+from __future__ import annotations
+
+from simplytalk.clock import utcnow
+from simplytalk.errors import PermissionDenied
+from simplytalk.firestore import firestore_client
+from simplytalk.http import Api, ApiRequest, Reply
+from simplytalk.paging import page_size
+from simplytalk.services import invoicing, rate_cards
+
+api = Api("billing")
+
+
+@api.route("GET", "/invoices")
+def list_invoices(req: ApiRequest) -> Reply:
+    items, token = invoicing.list_invoices(firestore_client(), req.uid, page_size(req.query("pageSize")),
+                                           req.query("pageToken"))
+    return Reply(200, {"invoices": items, "nextPageToken": token})
+
+
+@api.route("GET", "/invoices/{invoice_id}")
+def get_invoice(req: ApiRequest) -> Reply:
+    return Reply(200, invoicing.get_invoice(firestore_client(), req.uid, req.params["invoice_id"]))
+
+
+@api.route("GET", "/rate-cards")
+def list_rate_cards(req: ApiRequest) -> Reply:
+    cards = rate_cards.list_cards(firestore_client())
+    return Reply(200, {"rateCards": [rate_cards.card_json(c) for c in cards]})
+
+
+@api.route("POST", "/rate-cards")
+def add_rate_card(req: ApiRequest) -> Reply:
+    assert req.caller is not None
+    if not req.caller.is_admin:
+        raise PermissionDenied("adding a rate card needs the admin claim")
+    card = rate_cards.add_card(firestore_client(), req.parse(rate_cards.RateCardInput), req.uid, utcnow())
+    return Reply(201, rate_cards.card_json(card))

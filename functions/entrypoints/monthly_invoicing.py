@@ -1,0 +1,51 @@
+"""Pub/Sub `monthly-invoicing` (Cloud Scheduler `0 3 1 * *` UTC): bill the previous month.
+
+The message may name the period: `{"period": "YYYY-MM"}`. A long run stops before
+the function's timeout and publishes a continuation; the run resumes from its cursor.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from typing import Any
+
+from simplytalk import logs
+from simplytalk.billing import valid_period
+from simplytalk.clock import utcnow
+from simplytalk.firestore import firestore_client
+from simplytalk.services.invoicing import previous_period, run_period
+from simplytalk.services.rate_cards import list_cards
+
+log = logs.get_logger("monthly-invoicing")
+BUDGET_SECONDS = 420.0  # under the function's 540 s timeout
+
+
+def _message(cloud_event: Any) -> dict[str, Any]:
+    data = cloud_event.get_data() or {}
+    raw = (data.get("message") or {}).get("data") if isinstance(data, dict) else None
+    if not raw:
+        return {}
+    try:
+        parsed = json.loads(base64.b64decode(raw))
+    except (ValueError, TypeError):
+        return {}
+    return parsed if isinstance(parsed, dict) else {}
+
+
+def handle(cloud_event: Any) -> None:
+    message = _message(cloud_event)
+    period = message.get("period") or previous_period(utcnow())
+    if not isinstance(period, str) or not valid_period(period):
+        log.error("monthly-invoicing: bad period %r; nothing done", period)
+        return  # acknowledge: retrying cannot fix the message
+    db = firestore_client()
+    summary = run_period(db, period, list_cards(db), utcnow, stop_after=BUDGET_SECONDS)
+    log.info("monthly-invoicing %s: %s", period, summary.as_doc(), extra={"fields": summary.as_doc()})
+    if not summary.completed:
+        from google.cloud import pubsub_v1  # type: ignore[attr-defined]
+        from simplytalk.config import settings
+
+        publisher = pubsub_v1.PublisherClient()
+        topic = publisher.topic_path(settings().project_id, "monthly-invoicing")
+        publisher.publish(topic, json.dumps({"period": period}).encode()).result(timeout=30)

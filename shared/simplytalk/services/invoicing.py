@@ -1,0 +1,229 @@
+"""Monthly invoicing: one invoice per user and period, exactly once.
+
+Per user, one atomic batch creates `invoices/{uid}_{period}` (a deterministic
+id: a rerun's create fails, so no duplicate) and moves the user's
+`billingLedger/{uid}` (what has been billed, per period and assistant) forward,
+with a precondition on the ledger's update time (two runs at once cannot both
+bill the same usage). What an invoice bills is the counters' figures minus the
+ledger: its own period's usage plus late usage for earlier periods.
+
+The run pages through `users` by document id (never the whole collection in
+memory) and records its cursor and counts in `invoiceRuns/{period}` after each
+page, so a crashed run resumes where it stopped; resuming or rerunning never
+bills twice, because each user's step is idempotent on its own.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from simplytalk import collections as col
+from simplytalk.billing import RateCard, UsageFigures, format_minutes, period_of
+from simplytalk.invoicing import PricedInvoice, card_for, price, unbilled
+from simplytalk.services.aggregation import FIGURE_FIELDS, read_aggregate
+
+if TYPE_CHECKING:
+    from google.cloud.firestore import Client
+
+USERS_PAGE = 300
+
+
+def previous_period(now: dt.datetime) -> str:
+    first = now.astimezone(dt.UTC).replace(day=1)
+    return period_of(first - dt.timedelta(days=1))
+
+
+def invoice_id(uid: str, period: str) -> str:
+    return f"{uid}_{period}"
+
+
+def _figures(data: Any) -> UsageFigures:
+    if not isinstance(data, dict):
+        return UsageFigures()
+    return UsageFigures(*(int(data.get(name) or 0) for name in FIGURE_FIELDS))
+
+
+def _ledger_figures(ledger: dict[str, Any]) -> dict[str, dict[str, UsageFigures]]:
+    billed = ledger.get("billed") or {}
+    return {period: {aid: _figures(f) for aid, f in (per or {}).items()} for period, per in billed.items()}
+
+
+def invoice_document(uid: str, period: str, priced: PricedInvoice, period_card: RateCard,
+                     now: dt.datetime) -> dict[str, Any]:
+    return {
+        "id": invoice_id(uid, period),
+        "userId": uid,
+        "period": period,
+        "status": "draft",
+        "currency": priced.currency,
+        "total": priced.total,
+        "lines": [{"assistantId": line.assistant_id, "provider": line.provider,
+                   "usagePeriod": line.usage_period, "minutes": format_minutes(line.minutes),
+                   "minutesExact": f"{line.minutes.numerator}/{line.minutes.denominator}",
+                   "amount": line.amount, "rateCardId": line.rate_card_id} for line in priced.lines],
+        "rateCardId": period_card.id,
+        "stripeInvoiceId": None,
+        "hostedInvoiceUrl": None,
+        "createdAt": now,
+        "updatedAt": now,
+    }
+
+
+@dataclass
+class UserOutcome:
+    uid: str
+    outcome: str  # created | exists | no-usage | would-create
+    total: int = 0
+
+
+def invoice_user(db: Client, uid: str, period: str, cards: list[RateCard], now: dt.datetime,
+                 dry_run: bool = False) -> UserOutcome:
+    from google.api_core import exceptions as gexc
+
+    invoice_ref = db.collection(col.INVOICES).document(invoice_id(uid, period))
+    ledger_ref = db.collection(col.BILLING_LEDGER).document(uid)
+    for _ in range(10):
+        if invoice_ref.get().exists:
+            return UserOutcome(uid, "exists")
+        aggregate = read_aggregate(db, uid)
+        if not aggregate.period_assistants:
+            return UserOutcome(uid, "no-usage")
+        ledger_snap = ledger_ref.get()
+        ledger = ledger_snap.to_dict() or {}
+        items = unbilled(aggregate.period_assistants, _ledger_figures(ledger), aggregate.providers, period)
+        if not items:
+            return UserOutcome(uid, "no-usage")
+        priced = price(items, lambda p: card_for(p, cards))
+        if dry_run:
+            return UserOutcome(uid, "would-create", priced.total)
+        billed = dict(ledger.get("billed") or {})
+        for item in items:
+            current = aggregate.period_assistants[item.usage_period][item.assistant_id]
+            per = dict(billed.get(item.usage_period) or {})
+            per[item.assistant_id] = dict(zip(FIGURE_FIELDS, current.astuple(), strict=True))
+            billed[item.usage_period] = per
+        batch = db.batch()
+        batch.create(invoice_ref, invoice_document(uid, period, priced, card_for(period, cards), now))
+        ledger_doc = {"userId": uid, "billed": billed, "lastInvoiceId": invoice_ref.id, "updatedAt": now}
+        if ledger_snap.exists:
+            batch.update(ledger_ref, ledger_doc,
+                         option=db.write_option(last_update_time=ledger_snap.update_time))
+        else:
+            batch.create(ledger_ref, ledger_doc)
+        try:
+            batch.commit()
+        except (gexc.AlreadyExists, gexc.FailedPrecondition, gexc.Aborted):
+            continue  # another run got there first: look again
+        return UserOutcome(uid, "created", priced.total)
+    raise RuntimeError(f"could not invoice {uid} for {period}: too much contention")
+
+
+@dataclass
+class RunSummary:
+    period: str
+    dry_run: bool
+    users: int = 0
+    counts: dict[str, int] = field(default_factory=dict)
+    total_cents: int = 0
+    resumed_from: str | None = None
+    completed: bool = False
+
+    def add(self, outcome: UserOutcome) -> None:
+        self.users += 1
+        self.counts[outcome.outcome] = self.counts.get(outcome.outcome, 0) + 1
+        self.total_cents += outcome.total
+
+    def as_doc(self) -> dict[str, Any]:
+        return {"period": self.period, "users": self.users, "counts": self.counts,
+                "totalCents": self.total_cents, "completed": self.completed}
+
+
+def run_period(db: Client, period: str, cards: list[RateCard], now: Callable[[], dt.datetime],
+               dry_run: bool = False, progress: Callable[[RunSummary], None] | None = None,
+               page_size: int = USERS_PAGE, stop_after: float | None = None) -> RunSummary:
+    """Invoice every user with unbilled usage up to `period`; resumes an unfinished run.
+
+    With `stop_after` (seconds), returns before finishing once the budget is spent
+    (summary.completed False): the caller continues it later.
+    """
+    import time
+
+    started = time.monotonic()
+    run_ref = db.collection(col.INVOICE_RUNS).document(period)
+    run_doc = (run_ref.get().to_dict() or {}) if not dry_run else {}
+    cursor = run_doc.get("cursor") if not run_doc.get("completed") else None
+    summary = RunSummary(period, dry_run, resumed_from=cursor)
+    if cursor:
+        summary.users = int(run_doc.get("users", 0))
+        summary.counts = dict(run_doc.get("counts") or {})
+        summary.total_cents = int(run_doc.get("totalCents", 0))
+    elif not dry_run:
+        run_ref.set({**summary.as_doc(), "startedAt": now(), "cursor": None})
+    users = db.collection(col.USERS).order_by("__name__")
+    while True:
+        query = users.start_after({"__name__": cursor}) if cursor else users
+        page = [snap.id for snap in query.select([]).limit(page_size).stream()]
+        for uid in page:
+            summary.add(invoice_user(db, uid, period, cards, now(), dry_run))
+        if page:
+            cursor = page[-1]
+        if not dry_run:
+            run_ref.set({**summary.as_doc(), "cursor": cursor, "updatedAt": now()}, merge=True)
+        if progress:
+            progress(summary)
+        if len(page) < page_size:
+            break
+        if stop_after is not None and time.monotonic() - started > stop_after:
+            return summary
+    summary.completed = True
+    if not dry_run:
+        run_ref.set({**summary.as_doc(), "cursor": None, "completedAt": now()}, merge=True)
+    return summary
+
+
+# -- reading invoices (billing API) ---------------------------------------------------
+
+def invoice_json(data: dict[str, Any]) -> dict[str, Any]:
+    out = {k: data.get(k) for k in ("id", "userId", "period", "status", "currency", "total", "rateCardId",
+                                     "stripeInvoiceId", "hostedInvoiceUrl")}
+    out["lines"] = [{k: line.get(k) for k in ("assistantId", "provider", "usagePeriod", "minutes", "amount",
+                                              "rateCardId")} for line in data.get("lines") or []]
+    for key in ("createdAt", "updatedAt"):
+        value = data.get(key)
+        out[key] = value.astimezone(dt.UTC).isoformat().replace("+00:00", "Z") if isinstance(
+            value, dt.datetime) else None
+    return out
+
+
+def get_invoice(db: Client, uid: str, invoice: str) -> dict[str, Any]:
+    from simplytalk.errors import NotFound
+
+    snap = db.collection(col.INVOICES).document(invoice).get()
+    data = snap.to_dict() if snap.exists else None
+    if not data or data.get("userId") != uid:
+        raise NotFound("invoice not found")
+    return invoice_json(data)
+
+
+def list_invoices(db: Client, uid: str, size: int,
+                  token: str | None) -> tuple[list[dict[str, Any]], str | None]:
+    from google.cloud.firestore import Query
+    from google.cloud.firestore_v1.base_query import FieldFilter
+
+    from simplytalk.paging import decode_token, encode_token
+
+    cursor = decode_token(token, ("period", "id"))
+    query = (db.collection(col.INVOICES).where(filter=FieldFilter("userId", "==", uid))
+             .order_by("period", direction=Query.DESCENDING)
+             .order_by("__name__", direction=Query.DESCENDING))
+    if cursor:
+        query = query.start_after({"period": cursor["period"], "__name__": cursor["id"]})
+    docs = list(query.limit(size + 1).stream())
+    items = [invoice_json(d.to_dict() or {}) for d in docs[:size]]
+    next_token = None
+    if len(docs) > size:
+        next_token = encode_token({"period": items[-1]["period"], "id": items[-1]["id"]})
+    return items, next_token

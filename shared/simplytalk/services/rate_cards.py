@@ -1,0 +1,78 @@
+"""Rate cards as data: immutable, versioned by the date they take effect."""
+
+from __future__ import annotations
+
+import datetime as dt
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic.alias_generators import to_camel
+
+from simplytalk import collections as col
+from simplytalk.billing import DEFAULT_RATE_CARD, RateCard
+from simplytalk.errors import Conflict, FieldViolation, InvalidArgument
+
+if TYPE_CHECKING:
+    from google.cloud.firestore import Client
+
+
+class RateCardInput(BaseModel):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
+
+    id: str | None = Field(default=None, pattern=r"^[a-z0-9][a-z0-9-]{2,62}$")
+    effective_from: dt.date
+    tokens_per_minute: int = Field(ge=1, le=1_000_000)
+    cents_per_minute: Decimal = Field(ge=0, le=100_000, max_digits=12, decimal_places=4)
+    currency: Literal["usd"] = "usd"
+    openai_basis: Literal["tokens", "call-duration"] = "tokens"
+
+    @field_validator("cents_per_minute", mode="before")
+    @classmethod
+    def _exact(cls, value: Any) -> Any:
+        if isinstance(value, float):
+            raise ValueError('must be a string such as "45" or "12.5" (exact), not a float')
+        return value
+
+
+def to_card(doc_id: str, data: dict[str, Any]) -> RateCard:
+    return RateCard(id=doc_id, effective_from=dt.date.fromisoformat(data["effectiveFrom"]),
+                    tokens_per_minute=int(data["tokensPerMinute"]),
+                    cents_per_minute=Decimal(data["centsPerMinute"]), currency=data.get("currency", "usd"),
+                    openai_basis=data.get("openaiBasis", "tokens"))
+
+
+def card_json(card: RateCard) -> dict[str, Any]:
+    return {"id": card.id, "effectiveFrom": card.effective_from.isoformat(),
+            "tokensPerMinute": card.tokens_per_minute, "centsPerMinute": str(card.cents_per_minute),
+            "currency": card.currency, "openaiBasis": card.openai_basis}
+
+
+def list_cards(db: Client) -> list[RateCard]:
+    """Every stored card plus the built-in default, oldest first."""
+    stored = [to_card(s.id, s.to_dict() or {}) for s in db.collection(col.RATE_CARDS).stream()]
+    ids = {c.id for c in stored}
+    cards = stored + ([DEFAULT_RATE_CARD] if DEFAULT_RATE_CARD.id not in ids else [])
+    return sorted(cards, key=lambda c: (c.effective_from, c.id))
+
+
+def add_card(db: Client, data: RateCardInput, created_by: str, now: dt.datetime) -> RateCard:
+    """A new card; it may take effect from the current month on, never earlier (closed
+    months keep the card they were billed with)."""
+    from google.api_core import exceptions as gexc
+
+    this_month = now.date().replace(day=1)
+    if data.effective_from < this_month:
+        raise InvalidArgument("effectiveFrom: must not be before the current month",
+                              [FieldViolation("effectiveFrom", "must not be before the current month")])
+    card_id = data.id or f"card-{data.effective_from.isoformat()}-{now.strftime('%H%M%S')}"
+    card = RateCard(id=card_id, effective_from=data.effective_from, tokens_per_minute=data.tokens_per_minute,
+                    cents_per_minute=data.cents_per_minute, currency=data.currency,
+                    openai_basis=data.openai_basis)
+    try:
+        db.collection(col.RATE_CARDS).document(card_id).create(
+            {**{k: v for k, v in card_json(card).items() if k != "id"}, "createdAt": now,
+             "createdBy": created_by})
+    except gexc.AlreadyExists as exc:
+        raise Conflict(f"rate card {card_id} exists; cards are immutable, add a new one") from exc
+    return card
