@@ -40,11 +40,12 @@ class Ports:
     functions: int = 5001
     hub: int = 4400
     logging: int = 4500
+    stripe: int = 12111
 
     @classmethod
     def free(cls) -> Ports:
         socks = []
-        for _ in range(6):
+        for _ in range(7):
             s = socket.socket()
             s.bind((LOOPBACK, 0))
             socks.append(s)
@@ -140,7 +141,12 @@ class Stack:
             "FIRESTORE_EMULATOR_HOST": self.firestore_host,
             "FIREBASE_AUTH_EMULATOR_HOST": self.auth_host,
             "PUBSUB_EMULATOR_HOST": self.pubsub_host,
+            "STRIPE_API_BASE": self.stripe_url,
         }
+
+    @property
+    def stripe_url(self) -> str:
+        return f"http://{LOOPBACK}:{self.ports.stripe}"
 
     # -- processes -------------------------------------------------------
     def _services(self) -> list[Service]:
@@ -175,6 +181,8 @@ class Stack:
                 str(firebase), "emulators:start", "--only", "auth", "--project", self.project,
                 "--config", str(auth_config),
             ], f"http://{self.auth_host}/", env={"FIREBASE_CLI_DISABLE_UPDATE_CHECK": "true"}),
+            Service("stripe", [sys.executable, "-m", "devtools.fake_stripe", "--port", str(p.stripe)],
+                    f"{self.stripe_url}/_fake/stats"),
             Service("functions", [
                 sys.executable, "-m", "devtools.host", "--port", str(p.functions),
                 *(["--quiet"] if self.quiet_host else []), *self.host_args,
@@ -185,7 +193,7 @@ class Stack:
         t0 = time.monotonic()
         services = self._services()
         busy = [port for port in (self.ports.firestore, self.ports.auth, self.ports.pubsub,
-                                  self.ports.functions, self.ports.hub) if port_open(port)]
+                                  self.ports.functions, self.ports.hub, self.ports.stripe) if port_open(port)]
         if busy:
             raise RuntimeError(f"ports already in use: {busy} (is another stack running?)")
         try:
@@ -195,6 +203,7 @@ class Stack:
                 self._wait_ready(svc, t0 + timeout)
             self.register_triggers()
             self.wire_pubsub()
+            self.wire_stripe_webhooks()
         except BaseException:
             self.stop()
             raise
@@ -247,6 +256,15 @@ class Stack:
                 "ackDeadlineSeconds": 60,
             })
 
+    def wire_stripe_webhooks(self) -> None:
+        """The local Stripe sends signed events to stripe-webhook, as a Stripe webhook endpoint does."""
+        body = json.dumps({"url": self.function_url("stripe-webhook"),
+                           "secret": os.environ.get("STRIPE_WEBHOOK_SECRET", "whsec_local")}).encode()
+        req = urllib.request.Request(f"{self.stripe_url}/_fake/webhook", body,
+                                     {"Content-Type": "application/json"}, method="POST")
+        with urllib.request.urlopen(req, timeout=5) as resp:
+            resp.read()
+
     def publish(self, topic: str, message: dict[str, Any]) -> None:
         import base64
 
@@ -295,7 +313,8 @@ class Stack:
         lines = [f"SimplyTalk local stack ({self.project}) up in {self.started_in or 0:.1f} s"]
         lines += [f"  Firestore emulator  http://{self.firestore_host}  (rules: firestore.rules)",
                   f"  Auth emulator       http://{self.auth_host}",
-                  f"  Pub/Sub emulator    http://{self.pubsub_host}"]
+                  f"  Pub/Sub emulator    http://{self.pubsub_host}",
+                  f"  local Stripe        {self.stripe_url}  (webhooks -> stripe-webhook)"]
         for fn in self.manifest.functions:
             if fn.trigger == "http":
                 lines.append(f"  {fn.name:<19} {self.function_url(fn.name)}")

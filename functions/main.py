@@ -80,3 +80,10 @@ def monthly_invoicing(cloud_event: Any) -> None:
     from entrypoints.monthly_invoicing import handle
 
     handle(cloud_event)
+
+
+@functions_framework.http
+def stripe_webhook(request: Any) -> Any:
+    from entrypoints.stripe_webhook import api
+
+    return api(request)

@@ -17,7 +17,7 @@ from simplytalk.billing import valid_period
 from simplytalk.clock import utcnow
 from simplytalk.config import settings
 from simplytalk.firestore import firestore_client
-from simplytalk.services.invoicing import RunSummary, previous_period, run_period
+from simplytalk.services.invoicing import RunSummary, previous_period, run_period, stripe_settler
 from simplytalk.services.rate_cards import list_cards
 
 
@@ -37,7 +37,13 @@ def main(argv: list[str] | None = None) -> int:
     def progress(summary: RunSummary) -> None:
         print(f"  {summary.users} users, {summary.counts}, {summary.total_cents} cents", file=sys.stderr)
 
-    summary = run_period(db, period, list_cards(db), utcnow, dry_run=args.dry_run, progress=progress)
+    settle = None
+    if not args.dry_run:
+        from simplytalk.stripe_gateway import stripe_client
+
+        settle = stripe_settler(db, stripe_client(), utcnow)
+    summary = run_period(db, period, list_cards(db), utcnow, dry_run=args.dry_run, progress=progress,
+                         settle=settle)
     verb = "would bill" if args.dry_run else "billed"
     created = summary.counts.get("would-create" if args.dry_run else "created", 0)
     print(f"{period}: {summary.users} users; {verb} {created} invoices, {summary.total_cents} cents "

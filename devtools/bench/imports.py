@@ -27,8 +27,17 @@ def _request_for(stack: Stack, fn: Any, token: str, uid: str) -> dict[str, Any]:
     if fn.name == "vapi-webhook":  # secret-authenticated; a message it acknowledges
         return {"method": "POST", "path": "/", "body": json.dumps({"message": {"type": "status-update"}}),
                 "headers": {"x-vapi-secret": "local-vapi-secret", "Content-Type": "application/json"}}
+    if fn.name == "stripe-webhook":  # a signed event it acknowledges without work
+        import stripe
+
+        payload = json.dumps({"id": "evt_bench", "object": "event", "type": "charge.refunded",
+                              "data": {"object": {"id": "ch_bench"}}, "created": 0, "livemode": False})
+        header = stripe.WebhookSignature.generate_signature_header(payload, "whsec_local")
+        return {"method": "POST", "path": "/", "body": payload,
+                "headers": {"Stripe-Signature": header, "Content-Type": "application/json"}}
     if fn.trigger == "http":
-        return {"method": "GET", "path": "/", "headers": {"Authorization": f"Bearer {token}"}, "body": ""}
+        path = "/invoices" if fn.name == "billing" else "/"
+        return {"method": "GET", "path": path, "headers": {"Authorization": f"Bearer {token}"}, "body": ""}
     if fn.trigger == "firestore" and fn.document and fn.event_type:
         # the function's own document pattern, with the bench user's id for every wildcard
         path = re.sub(r"\{\w+\}", uid, fn.document)
@@ -41,7 +50,8 @@ def _request_for(stack: Stack, fn: Any, token: str, uid: str) -> dict[str, Any]:
         return {"method": "POST", "path": "/", "headers": headers, "body": body.decode("latin-1")}
     if fn.trigger == "pubsub":  # a push delivery, as the Pub/Sub emulator and Eventarc send it
         push = json.dumps({"subscription": f"projects/{stack.project}/subscriptions/{fn.name}-push",
-                           "message": {"data": base64.b64encode(b"{}").decode(), "messageId": "1",
+                           "message": {"data": base64.b64encode(b'{"period": "2001-01"}').decode(),
+                                       "messageId": "1",
                                        "publishTime": "2026-01-01T00:00:00Z", "attributes": {}}})
         return {"method": "POST", "path": "/", "headers": {"Content-Type": "application/json"}, "body": push}
     raise ValueError(f"no cold-start request for {fn.name}")

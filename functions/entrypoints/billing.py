@@ -1,11 +1,12 @@
 from __future__ import annotations
 
 from simplytalk.clock import utcnow
+from simplytalk.config import settings
 from simplytalk.errors import PermissionDenied
 from simplytalk.firestore import firestore_client
 from simplytalk.http import Api, ApiRequest, Reply
 from simplytalk.paging import page_size
-from simplytalk.services import invoicing, rate_cards
+from simplytalk.services import invoicing, payments, rate_cards
 
 api = Api("billing")
 
@@ -35,3 +36,33 @@ def add_rate_card(req: ApiRequest) -> Reply:
         raise PermissionDenied("adding a rate card needs the admin claim")
     card = rate_cards.add_card(firestore_client(), req.parse(rate_cards.RateCardInput), req.uid, utcnow())
     return Reply(201, rate_cards.card_json(card))
+
+
+@api.route("POST", "/setup-intent")
+def setup_intent(req: ApiRequest) -> Reply:
+    """A SetupIntent for Stripe.js to save the caller's card (send Idempotency-Key to make retries safe)."""
+    from simplytalk.stripe_gateway import stripe_client
+
+    result = payments.create_setup_intent(firestore_client(), stripe_client(), req.uid, utcnow(),
+                                          req.raw.headers.get("Idempotency-Key"))
+    return Reply(201, result)
+
+
+@api.route("GET", "/subscription")
+def get_subscription(req: ApiRequest) -> Reply:
+    return Reply(200, payments.subscription_view(firestore_client(), req.uid))
+
+
+@api.route("POST", "/subscription")
+def subscribe(req: ApiRequest) -> Reply:
+    from simplytalk.stripe_gateway import stripe_client
+
+    view = payments.subscribe(firestore_client(), stripe_client(), req.uid, settings().stripe_price_id, utcnow())
+    return Reply(201, view)
+
+
+@api.route("DELETE", "/subscription")
+def cancel(req: ApiRequest) -> Reply:
+    from simplytalk.stripe_gateway import stripe_client
+
+    return Reply(200, payments.cancel_subscription(firestore_client(), stripe_client(), req.uid))

@@ -14,7 +14,7 @@ from simplytalk import logs
 from simplytalk.billing import valid_period
 from simplytalk.clock import utcnow
 from simplytalk.firestore import firestore_client
-from simplytalk.services.invoicing import previous_period, run_period
+from simplytalk.services.invoicing import previous_period, run_period, stripe_settler
 from simplytalk.services.rate_cards import list_cards
 
 log = logs.get_logger("monthly-invoicing")
@@ -40,7 +40,10 @@ def handle(cloud_event: Any) -> None:
         log.error("monthly-invoicing: bad period %r; nothing done", period)
         return  # acknowledge: retrying cannot fix the message
     db = firestore_client()
-    summary = run_period(db, period, list_cards(db), utcnow, stop_after=BUDGET_SECONDS)
+    from simplytalk.stripe_gateway import stripe_client
+
+    summary = run_period(db, period, list_cards(db), utcnow, stop_after=BUDGET_SECONDS,
+                         settle=stripe_settler(db, stripe_client(), utcnow))
     log.info("monthly-invoicing %s: %s", period, summary.as_doc(), extra={"fields": summary.as_doc()})
     if not summary.completed:
         from google.cloud import pubsub_v1  # type: ignore[attr-defined]

@@ -11,3 +11,5 @@ RATE_CARDS = "rateCards"
 INVOICES = "invoices"
 BILLING_LEDGER = "billingLedger"  # billingLedger/{uid}: the usage each period's invoices have billed
 INVOICE_RUNS = "invoiceRuns"  # invoiceRuns/{period}: the monthly run's progress and summary
+STRIPE_CUSTOMERS = "stripeCustomers"  # stripeCustomers/{customerId} -> {userId}: webhook lookups
+STRIPE_EVENTS = "stripeEvents"  # stripeEvents/{eventId}: processed-event markers

@@ -31,6 +31,10 @@ class Settings:
     max_assistants_per_user: int = 50
     scrape_allow_loopback: bool = False
     vapi_webhook_secret: str | None = None
+    stripe_api_key: str | None = None
+    stripe_api_base: str | None = None  # a local Stripe (tests, `make run`); demo- projects only
+    stripe_webhook_secret: str | None = None
+    stripe_price_id: str = "price_simplytalk_minutes"
 
     @property
     def is_demo(self) -> bool:
@@ -61,6 +65,9 @@ class Settings:
                 raise ConfigError(f"{var} must be at least 1")
             return value
 
+        stripe_base = env.get("STRIPE_API_BASE") or ("http://127.0.0.1:12111" if demo else None)
+        if stripe_base and not demo:
+            raise ConfigError("STRIPE_API_BASE (a local Stripe) is for demo- projects only")
         allow_loopback = env.get("SIMPLYTALK_SCRAPE_ALLOW_LOOPBACK", "") == "1"
         if allow_loopback and not demo:
             raise ConfigError("SIMPLYTALK_SCRAPE_ALLOW_LOOPBACK is for local tests only (demo- projects)")
@@ -75,6 +82,10 @@ class Settings:
             scrape_allow_loopback=allow_loopback,
             # from Secret Manager in production (deploy.toml); a fixed value for the local stack
             vapi_webhook_secret=env.get("VAPI_WEBHOOK_SECRET") or ("local-vapi-secret" if demo else None),
+            stripe_api_key=env.get("STRIPE_API_KEY") or ("sk_test_local" if demo else None),
+            stripe_api_base=stripe_base,
+            stripe_webhook_secret=env.get("STRIPE_WEBHOOK_SECRET") or ("whsec_local" if demo else None),
+            stripe_price_id=env.get("STRIPE_PRICE_ID") or "price_simplytalk_minutes",
         )
 
     def export_emulator_hosts(self) -> None:

@@ -73,7 +73,10 @@ def test_a_month_of_usage_for_three_users_gives_three_exact_invoices(stack: Stac
     assert [(line["assistantId"], line["minutes"], line["amount"]) for line in ann_invoice["lines"]] == [
         ("ann-o1", "30.5", 1373), ("ann-o2", "1.666667", 75), ("ann-v1", "1.5", 67)]
     assert sum(line["amount"] for line in ann_invoice["lines"]) == ann_invoice["total"]
-    assert ann_invoice["rateCardId"] == DEFAULT_RATE_CARD.id and ann_invoice["status"] == "draft"
+    assert ann_invoice["rateCardId"] == DEFAULT_RATE_CARD.id
+    # the scheduled run also made each a finalized Stripe invoice, charged automatically
+    assert ann_invoice["status"] == "open" and ann_invoice["stripeInvoiceId"].startswith("in_")
+    assert ann_invoice["hostedInvoiceUrl"].startswith(stack.stripe_url)
     assert found[f"{bob.uid}_2026-10"]["total"] == 1  # 0.75 cents, rounded half-up once
     # 3600.25 s = 60.004166.. min * 45 = 2700.1875 cents -> 2700; November's call is not billed
     assert found[f"{cat.uid}_2026-10"]["total"] == 2700

@@ -143,11 +143,14 @@ class RunSummary:
 
 def run_period(db: Client, period: str, cards: list[RateCard], now: Callable[[], dt.datetime],
                dry_run: bool = False, progress: Callable[[RunSummary], None] | None = None,
-               page_size: int = USERS_PAGE, stop_after: float | None = None) -> RunSummary:
+               page_size: int = USERS_PAGE, stop_after: float | None = None,
+               settle: Callable[[str], str] | None = None) -> RunSummary:
     """Invoice every user with unbilled usage up to `period`; resumes an unfinished run.
 
     With `stop_after` (seconds), returns before finishing once the budget is spent
-    (summary.completed False): the caller continues it later.
+    (summary.completed False): the caller continues it later. `settle(invoice_id)`
+    runs after each user's invoice is created or found (the Stripe step; it must be
+    idempotent: a rerun calls it again for invoices a crash left half done).
     """
     import time
 
@@ -167,7 +170,10 @@ def run_period(db: Client, period: str, cards: list[RateCard], now: Callable[[],
         query = users.start_after({"__name__": cursor}) if cursor else users
         page = [snap.id for snap in query.select([]).limit(page_size).stream()]
         for uid in page:
-            summary.add(invoice_user(db, uid, period, cards, now(), dry_run))
+            outcome = invoice_user(db, uid, period, cards, now(), dry_run)
+            if settle and outcome.outcome in ("created", "exists"):
+                settle(invoice_id(uid, period))
+            summary.add(outcome)
         if page:
             cursor = page[-1]
         if not dry_run:
@@ -227,3 +233,17 @@ def list_invoices(db: Client, uid: str, size: int,
     if len(docs) > size:
         next_token = encode_token({"period": items[-1]["period"], "id": items[-1]["id"]})
     return items, next_token
+
+
+def stripe_settler(db: Client, client: Any, now: Callable[[], dt.datetime]) -> Callable[[str], str]:
+    """`settle` for run_period: push a draft invoice to Stripe (idempotent)."""
+    from simplytalk.services.payments import push_invoice
+
+    def settle(invoice: str) -> str:
+        snap = db.collection(col.INVOICES).document(invoice).get()
+        data = snap.to_dict() or {}
+        if data.get("status") != "draft":
+            return "settled"
+        return push_invoice(db, client, data, now())
+
+    return settle
