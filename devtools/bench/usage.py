@@ -18,6 +18,7 @@ from google.cloud import firestore
 from simplytalk.models import UsageEvent
 from simplytalk.services.aggregation import SHARDS, apply_event, read_aggregate, shard_of
 
+from devtools.bench.quiet import quiet_stack
 from devtools.emulator_auth import sign_up
 from devtools.firestore_events import document_event
 from devtools.stack import Stack
@@ -223,21 +224,6 @@ def visibility(stack: Stack, db: Any) -> dict[str, Any]:
             "p50_vs_bare": None}
 
 
-def quiet_stack(stack: Stack) -> Stack:
-    """A second stack with no Firestore triggers, so seeding 10,000 events does not queue
-    10,000 deliveries behind the measurements."""
-    import dataclasses
-    import tempfile
-    from pathlib import Path
-
-    from devtools.stack import Ports
-
-    manifest = dataclasses.replace(stack.manifest, functions=[
-        f for f in stack.manifest.functions if f.trigger != "firestore"])
-    return Stack(project=stack.project + "-q", ports=Ports.free(), manifest=manifest,
-                 workdir=Path(tempfile.mkdtemp(prefix="simplytalk-bench-quiet-")), host_args=["--with-bench"])
-
-
 def run(stack: Stack) -> dict[str, Any]:
     db = firestore.Client(project=stack.project, credentials=AnonymousCredentials())
     visible = visibility(stack, db)
@@ -257,17 +243,6 @@ def run(stack: Stack) -> dict[str, Any]:
 
 
 def _latency_on_quiet_stack(stack: Stack) -> list[dict[str, Any]]:
-    import os
-
-    quiet = quiet_stack(stack)
-    quiet.start()
-    saved = {k: os.environ.get(k) for k in quiet.client_env()}
-    os.environ.update(quiet.client_env())
-    try:
+    with quiet_stack(stack, "q") as quiet:
         db = firestore.Client(project=quiet.project, credentials=AnonymousCredentials())
         return token_usage_latency(quiet, db)
-    finally:
-        quiet.stop()
-        for key, value in saved.items():
-            if value is not None:
-                os.environ[key] = value

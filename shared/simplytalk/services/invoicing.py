@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -144,13 +145,14 @@ class RunSummary:
 def run_period(db: Client, period: str, cards: list[RateCard], now: Callable[[], dt.datetime],
                dry_run: bool = False, progress: Callable[[RunSummary], None] | None = None,
                page_size: int = USERS_PAGE, stop_after: float | None = None,
-               settle: Callable[[str], str] | None = None) -> RunSummary:
+               settle: Callable[[str], str] | None = None, workers: int = 8) -> RunSummary:
     """Invoice every user with unbilled usage up to `period`; resumes an unfinished run.
 
     With `stop_after` (seconds), returns before finishing once the budget is spent
     (summary.completed False): the caller continues it later. `settle(invoice_id)`
     runs after each user's invoice is created or found (the Stripe step; it must be
-    idempotent: a rerun calls it again for invoices a crash left half done).
+    idempotent: a rerun calls it again for invoices a crash left half done). Users of a
+    page are invoiced by `workers` threads; the cursor moves only after a whole page.
     """
     import time
 
@@ -169,10 +171,18 @@ def run_period(db: Client, period: str, cards: list[RateCard], now: Callable[[],
     while True:
         query = users.start_after({"__name__": cursor}) if cursor else users
         page = [snap.id for snap in query.select([]).limit(page_size).stream()]
-        for uid in page:
+        def one(uid: str) -> UserOutcome:
             outcome = invoice_user(db, uid, period, cards, now(), dry_run)
             if settle and outcome.outcome in ("created", "exists"):
                 settle(invoice_id(uid, period))
+            return outcome
+
+        if workers > 1 and len(page) > 1:
+            with ThreadPoolExecutor(min(workers, len(page))) as pool:
+                outcomes = list(pool.map(one, page))
+        else:
+            outcomes = [one(uid) for uid in page]
+        for outcome in outcomes:
             summary.add(outcome)
         if page:
             cursor = page[-1]
