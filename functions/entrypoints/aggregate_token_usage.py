@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from pydantic import ValidationError
 from simplytalk import logs
 from simplytalk.clock import utcnow
-from simplytalk.events import BadEvent, decode_cloud_event
+from simplytalk.events import DocumentChange, document_event_handler
 from simplytalk.firestore import firestore_client
 from simplytalk.models import UsageEvent
 from simplytalk.services.aggregation import apply_event, rollup
@@ -15,14 +13,15 @@ from simplytalk.services.aggregation import apply_event, rollup
 log = logs.get_logger("aggregate-token-usage")
 
 
-def handle(cloud_event: Any) -> None:
+@document_event_handler("aggregate-token-usage")
+def handle(change: DocumentChange) -> None:
+    if change.value is None:
+        return
     try:
-        change = decode_cloud_event(cloud_event)
-        if change.value is None:
-            return
         event = UsageEvent.model_validate(change.value.fields)
-    except (BadEvent, ValidationError) as exc:  # retrying cannot fix it: acknowledge, loudly
-        log.error("usage event not counted: %s", exc, extra={"fields": {"path": getattr(exc, "path", None)}})
+    except ValidationError as exc:  # retrying cannot fix it: acknowledge, loudly
+        log.error("usage event %s not counted: %s", change.document_id, exc,
+                  extra={"fields": {"eventId": change.document_id}})
         return
     db = firestore_client()
     applied = apply_event(db, change.document_id, event, utcnow())

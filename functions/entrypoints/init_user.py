@@ -2,23 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from simplytalk import logs
 from simplytalk.clock import utcnow
-from simplytalk.events import BadEvent, decode_cloud_event
+from simplytalk.events import DocumentChange, document_event_handler
 from simplytalk.firestore import firestore_client
 from simplytalk.services.users import init_user
 
 log = logs.get_logger("init-user")
 
 
-def handle(cloud_event: Any) -> None:
-    try:
-        change = decode_cloud_event(cloud_event)
-    except BadEvent as exc:
-        log.error("dropping undecodable event: %s", exc)
-        return
+@document_event_handler("init-user")
+def handle(change: DocumentChange) -> None:
     uid = change.document_id
     outcome = init_user(firestore_client(), uid, utcnow())
     log.info("init-user %s: %s", uid, outcome.value,

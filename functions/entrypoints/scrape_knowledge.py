@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from simplytalk import logs
 from simplytalk.clock import utcnow
 from simplytalk.config import settings
-from simplytalk.events import BadEvent, decode_cloud_event
+from simplytalk.events import DocumentChange, document_event_handler
 from simplytalk.firestore import firestore_client
 from simplytalk.scraping import FetchPolicy
 from simplytalk.services.knowledge import refresh_knowledge
@@ -15,12 +13,8 @@ from simplytalk.services.knowledge import refresh_knowledge
 log = logs.get_logger("scrape-knowledge")
 
 
-def handle(cloud_event: Any) -> None:
-    try:
-        change = decode_cloud_event(cloud_event)
-    except BadEvent as exc:
-        log.error("dropping undecodable event: %s", exc)
-        return
+@document_event_handler("scrape-knowledge")
+def handle(change: DocumentChange) -> None:
     if change.value is None or change.value.update_time is None:
         return  # deleted
     outcome = refresh_knowledge(

@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import binascii
 import datetime as dt
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -142,3 +143,25 @@ def _value(v: Any) -> Any:
     if kind == "reference_value":
         return _relative_path(pb.reference_value)
     return getattr(pb, kind)
+
+
+def document_event_handler(name: str) -> Callable[[Callable[[DocumentChange], None]], Callable[[Any], None]]:
+    """Wrap a Firestore-event handler: the CloudEvent is decoded first; one that cannot be
+    decoded is logged and acknowledged (a retry cannot fix it). Anything the handler raises
+    goes back to the platform, which redelivers: raise to retry, return to acknowledge."""
+    from simplytalk import logs
+
+    log = logs.get_logger(name)
+
+    def wrap(handler: Callable[[DocumentChange], None]) -> Callable[[Any], None]:
+        def handle(cloud_event: Any) -> None:
+            try:
+                change = decode_cloud_event(cloud_event)
+            except BadEvent as exc:
+                log.error("%s: dropping undecodable event: %s", name, exc)
+                return
+            handler(change)
+
+        return handle
+
+    return wrap
