@@ -13,6 +13,8 @@ finalization, hosted invoice URLs and invoices from pending items, which this
 backend relies on.
 
 Run: `python -m devtools.fake_stripe --port 12111`.
+Finalized auto-advancing invoices are charged automatically after
+`--autopay-delay` seconds when the customer has a default payment method.
 Test-only controls: `POST /_fake/webhook` {url, secret}, `GET /_fake/stats`,
 `DELETE /_fake/data`.
 """
@@ -20,6 +22,7 @@ Test-only controls: `POST /_fake/webhook` {url, secret}, `GET /_fake/stats`,
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
 import secrets
@@ -87,8 +90,9 @@ def _int(value: Any, param: str) -> int:
 
 
 class FakeStripe:
-    def __init__(self, public_url: str = "http://127.0.0.1") -> None:
+    def __init__(self, public_url: str = "http://127.0.0.1", autopay_delay: float = 0.2) -> None:
         self.public_url = public_url
+        self.autopay_delay = autopay_delay
         self.lock = threading.RLock()
         self.webhook_url: str | None = None
         self.webhook_secret: str | None = None
@@ -338,22 +342,44 @@ class FakeStripe:
             self._emit("invoice.finalized", invoice)
             if invoice["amount_due"] == 0:
                 self._paid(invoice)
+            elif invoice["auto_advance"] and invoice["collection_method"] == "charge_automatically":
+                self._schedule_collection(invoice["id"])
         elif method == "POST" and action == "pay":  # Stripe's automatic collection, on demand
             if invoice["status"] != "open":
                 raise StripeError(400, f"Invoice is {invoice['status']}.", code="invoice_not_open")
-            customer = self._get(invoice["customer"], "customer")
-            pm = customer["invoice_settings"]["default_payment_method"]
-            invoice["attempt_count"] += 1
-            if not pm or self.objects.get(pm, {}).get("declines"):
-                self._emit("invoice.payment_failed", invoice)
-                raise StripeError(402, "Your card was declined.", kind="card_error", code="card_declined")
-            self._paid(invoice)
+            self._attempt(invoice)
         elif method == "POST" and action == "void":
             invoice["status"] = "void"
             self._emit("invoice.voided", invoice)
         elif method == "POST" and action is None and "metadata" in p:
             invoice["metadata"].update(p["metadata"] or {})
         return 200, invoice
+
+    def _schedule_collection(self, invoice_id: str) -> None:
+        """Stripe charges a finalized auto-advancing invoice by itself (about an hour later there;
+        `autopay_delay` seconds here), when the customer has a default payment method."""
+        def collect() -> None:
+            time.sleep(self.autopay_delay)
+            with self.lock:
+                invoice = self.objects.get(invoice_id)
+                if not invoice or invoice["status"] != "open":
+                    return
+                customer = self.objects.get(invoice["customer"]) or {}
+                if not (customer.get("invoice_settings") or {}).get("default_payment_method"):
+                    return  # nothing to charge: the invoice waits, as in Stripe
+                with contextlib.suppress(StripeError):
+                    self._attempt(invoice)
+
+        threading.Thread(target=collect, daemon=True).start()
+
+    def _attempt(self, invoice: dict[str, Any]) -> None:
+        customer = self._get(invoice["customer"], "customer")
+        pm = customer["invoice_settings"]["default_payment_method"]
+        invoice["attempt_count"] += 1
+        if not pm or self.objects.get(pm, {}).get("declines"):
+            self._emit("invoice.payment_failed", invoice)
+            raise StripeError(402, "Your card was declined.", kind="card_error", code="card_declined")
+        self._paid(invoice)
 
     def _paid(self, invoice: dict[str, Any]) -> None:
         invoice["status"], invoice["amount_paid"], invoice["amount_remaining"] = "paid", invoice["amount_due"], 0

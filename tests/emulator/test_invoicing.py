@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
 import subprocess
 import sys
@@ -181,3 +182,20 @@ def test_rate_cards_are_added_by_admins_only(stack: Stack, new_user: Any) -> Non
         assert field in [d["field"] for d in response.json()["error"]["details"]]
     cards = requests.get(url, headers=user.headers, timeout=10).json()["rateCards"]
     assert [c["id"] for c in cards] == [DEFAULT_RATE_CARD.id, "card-2027"]
+
+
+def test_an_operator_adds_a_rate_card_from_the_cli(stack: Stack, db: Any) -> None:
+    env = {**os.environ, **stack.client_env()}
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "ops.rate_cards", *args], capture_output=True, text=True,
+                              env=env)
+
+    added = cli("add", "--effective-from", "2030-01-01", "--tokens-per-minute", "1200", "--cents-per-minute",
+                "12.5", "--basis", "call-duration", "--id", "card-2030", "--by", "ops@example.com")
+    assert added.returncode == 0, added.stderr
+    assert db.collection("rateCards").document("card-2030").get().to_dict()["createdBy"] == "cli:ops@example.com"
+    assert cli("add", "--effective-from", "2001-01-01", "--tokens-per-minute", "1", "--cents-per-minute", "1",
+               "--by", "x").returncode == 2
+    listed = [json.loads(line)["id"] for line in cli("list").stdout.splitlines()]
+    assert listed == [DEFAULT_RATE_CARD.id, "card-2030"]
