@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 PY_STAMP := $(VENV)/.installed
 NODE_STAMP := node_modules/.installed
 
-.PHONY: setup run test unit lint bench deploy clean check-tools rebuild-usage
+.PHONY: setup run test unit lint bench deploy clean check-tools rebuild-usage migrate
 
 setup: check-tools $(PY_STAMP) $(NODE_STAMP)
 
@@ -45,6 +45,10 @@ bench: setup
 # make rebuild-usage USERS="uid1 uid2" [APPLY=1]  (project from SIMPLYTALK_PROJECT; default: local emulators)
 rebuild-usage: setup
 	$(BIN)/python -m ops.rebuild_usage $(if $(APPLY),--apply) $(USERS)
+
+# make migrate [DRY_RUN=1] [ONLY=N]  (project from SIMPLYTALK_PROJECT; default: the local emulators)
+migrate: setup
+	$(BIN)/python -m migrations $(if $(DRY_RUN),--dry-run) $(if $(ONLY),--only $(ONLY))
 
 deploy: setup
 	$(BIN)/python -m devtools.deploy
