@@ -186,3 +186,15 @@ def test_unknown_function_is_404(stack: Stack) -> None:
 
     assert response.status_code == 404
     assert response.json()["error"]["code"] == 404
+
+
+def test_a_malformed_stored_event_does_not_break_the_history(url: str, db: Any, new_user: Any) -> None:
+    user = new_user()
+    _event(db, "good-1", user.uid, "a", 5)
+    db.collection("usageEvents").document("bad-time").set({"userId": user.uid, "occurredAt": "yesterday"})
+    _settled(url, user, 5)
+
+    response = requests.get(url, params={"pageSize": 1}, headers=user.headers, timeout=10)
+
+    assert response.status_code == 200
+    assert [h["eventId"] for h in response.json()["history"]] == ["good-1"]

@@ -220,10 +220,13 @@ def recent_history(db: Client, uid: str, limit: int = RECENT_HISTORY) -> list[di
 
 
 def history_query(db: Client, uid: str) -> Any:
+    """The user's raw events, newest first. The range filter keeps only timestamp occurredAt
+    values (a range matches one type), so a malformed event can never break paging."""
     from google.cloud.firestore import Query
     from google.cloud.firestore_v1.base_query import FieldFilter
 
     return (db.collection(col.USAGE_EVENTS).where(filter=FieldFilter("userId", "==", uid))
+            .where(filter=FieldFilter("occurredAt", ">=", dt.datetime(1970, 1, 1, tzinfo=dt.UTC)))
             .order_by("occurredAt", direction=Query.DESCENDING)
             .order_by("__name__", direction=Query.DESCENDING))
 
