@@ -35,6 +35,7 @@ from simplytalk.errors import (
     NotFound,
     PayloadTooLarge,
 )
+from simplytalk.ids import valid_document_id
 
 if TYPE_CHECKING:
     import flask
@@ -169,6 +170,8 @@ class Api:
         else:
             allowed = sorted({r.method for r, _ in matches})
             raise MethodNotAllowed(f"method {method} not allowed; use {', '.join(allowed)}", allowed)
+        if not all(valid_document_id(v) for v in params.values()):
+            raise NotFound(f"no such resource: {path}")  # no document can have that id
         caller = None
         if not route.public:
             caller = verify_id_token(bearer_token(request.headers.get("Authorization")))

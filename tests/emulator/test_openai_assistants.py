@@ -277,3 +277,10 @@ def test_the_limit_holds_under_concurrent_creates(url: str, db: Any, ann: Any) -
     assert refused["status"] == "FAILED_PRECONDITION"
     assert "50" in refused["message"]
     assert len(user_array(db, ann.uid)) == 50 == len(collection_ids(db, ann.uid))
+
+
+@pytest.mark.parametrize("bad", ["..", "__x__"])
+def test_an_id_no_document_can_have_is_404_not_500(url: str, ann: Any, bad: str) -> None:
+    for method in ("GET", "PATCH", "DELETE"):
+        response = requests.request(method, f"{url}/{bad}", json={"name": "x"}, headers=ann.headers, timeout=10)
+        assert response.status_code == 404, (method, response.text)

@@ -198,3 +198,10 @@ def test_a_malformed_stored_event_does_not_break_the_history(url: str, db: Any, 
 
     assert response.status_code == 200
     assert [h["eventId"] for h in response.json()["history"]] == ["good-1"]
+
+
+@pytest.mark.parametrize("bad", ["a/b", "..", "__x__"])
+def test_an_assistant_id_no_document_can_have_is_400(url: str, new_user: Any, bad: str) -> None:
+    response = requests.get(url, params={"assistantId": bad}, headers=new_user().headers, timeout=10)
+
+    assert response.status_code == 400

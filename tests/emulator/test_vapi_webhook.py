@@ -103,3 +103,8 @@ def test_large_transcripts_are_accepted(url: str, vapi_assistant: str) -> None:
     body["message"]["transcript"] = "word " * 200_000  # about 1 MB
 
     assert post(url, body).status_code == 200
+
+
+@pytest.mark.parametrize("call_id", ["a/b", "..", "__c__"])
+def test_a_call_id_no_document_can_have_is_400(url: str, call_id: str, vapi_assistant: str) -> None:
+    assert post(url, report(call_id, vapi_assistant)).status_code == 400

@@ -155,3 +155,8 @@ def test_protected_route_without_token_is_401() -> None:
 
     assert status == 401
     assert json.loads(text)["error"]["status"] == "UNAUTHENTICATED"
+
+
+@pytest.mark.parametrize("bad", ["..", ".", "__name__"])
+def test_a_path_id_no_document_can_have_is_404(bad: str) -> None:
+    assert call("GET", f"/{bad}")[0] == 404

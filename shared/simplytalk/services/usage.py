@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 from simplytalk import collections as col
 from simplytalk.billing import RateCard, UsageFigures, cost_cents, format_minutes, period_of, valid_period
 from simplytalk.errors import FieldViolation, InvalidArgument, NotFound
+from simplytalk.ids import valid_document_id
 from simplytalk.paging import decode_token, encode_token
 from simplytalk.services.aggregation import Aggregate, history_entry, history_query, read_aggregate
 
@@ -39,6 +40,9 @@ def _counts(f: UsageFigures) -> dict[str, int]:
 
 def usage_view(db: Client, uid: str, card: RateCard, period: str, assistant_id: str | None,
                size: int, token: str | None) -> dict[str, Any]:
+    if assistant_id is not None and not valid_document_id(assistant_id):
+        raise InvalidArgument("assistantId: not an assistant id",
+                              [FieldViolation("assistantId", "not an assistant id")])
     aggregate = read_aggregate(db, uid)
     if assistant_id is not None and not _owns(db, uid, assistant_id, aggregate):
         raise NotFound("assistant not found")

@@ -5,12 +5,13 @@ from __future__ import annotations
 import datetime as dt
 import hmac
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from simplytalk import collections as col
 from simplytalk.errors import InvalidArgument, Unauthenticated
+from simplytalk.ids import valid_document_id
 
 if TYPE_CHECKING:
     from google.cloud.firestore import Client
@@ -28,13 +29,19 @@ class _Loose(BaseModel):
     model_config = ConfigDict(extra="ignore", populate_by_name=True)
 
 
+def _document_id(value: str | None) -> str | None:
+    if value is not None and not valid_document_id(value):
+        raise ValueError("not a usable id")
+    return value
+
+
 class VapiCall(_Loose):
-    id: str = Field(min_length=1, max_length=200)
-    assistant_id: str | None = Field(default=None, alias="assistantId")
+    id: Annotated[str, Field(min_length=1, max_length=200), AfterValidator(_document_id)]
+    assistant_id: Annotated[str | None, AfterValidator(_document_id)] = Field(default=None, alias="assistantId")
 
 
 class VapiAssistantRef(_Loose):
-    id: str | None = None
+    id: Annotated[str | None, AfterValidator(_document_id)] = None
 
 
 class EndOfCallReport(_Loose):
