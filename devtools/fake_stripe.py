@@ -16,7 +16,7 @@ Run: `python -m devtools.fake_stripe --port 12111`.
 Finalized auto-advancing invoices are charged automatically after
 `--autopay-delay` seconds when the customer has a default payment method.
 Test-only controls: `POST /_fake/webhook` {url, secret}, `GET /_fake/stats`,
-`DELETE /_fake/data`.
+`DELETE /_fake/data`, `DELETE /_fake/idempotency` (keys expire, as after 24 hours).
 """
 
 from __future__ import annotations
@@ -188,6 +188,9 @@ class FakeStripe:
         if path == "/_fake/data" and method == "DELETE":
             self.reset()
             return 200, {"ok": True}
+        if path == "/_fake/idempotency" and method == "DELETE":  # Stripe forgets keys after 24 hours
+            self.idempotency.clear()
+            return 200, {"ok": True}
         if path == "/_fake/events":
             return 200, {"data": self.events}
         raise StripeError(404, f"Unrecognized request URL ({method}: {path})")
@@ -294,12 +297,29 @@ class FakeStripe:
         if method != "POST" or oid is not None:
             raise StripeError(404, "Unrecognized request URL")
         customer = self._get(p.get("customer") or "", "customer")
+        target = None
+        if p.get("invoice"):
+            target = self._get(p["invoice"], "invoice")
+            if target["status"] != "draft":
+                raise StripeError(400, "Invoice items can only be added to draft invoices.", param="invoice")
         item = self._store({
             "id": self._id("ii"), "object": "invoiceitem", "created": int(time.time()), "livemode": False,
             "customer": customer["id"], "amount": _int(p.get("amount"), "amount"),
             "currency": p.get("currency") or "usd", "description": p.get("description"),
             "metadata": p.get("metadata") or {}, "invoice": p.get("invoice")})
+        if target is not None:
+            target["lines"]["data"].append(self._line(item))
+            self._totals(target)
         return 200, item
+
+    def _line(self, item: dict[str, Any]) -> dict[str, Any]:
+        return {"id": self._id("il"), "object": "line_item", "amount": item["amount"], "currency": item["currency"],
+                "description": item["description"], "metadata": item["metadata"], "invoice_item": item["id"]}
+
+    @staticmethod
+    def _totals(invoice: dict[str, Any]) -> None:
+        total = sum(line["amount"] for line in invoice["lines"]["data"])
+        invoice.update({"subtotal": total, "total": total, "amount_due": total, "amount_remaining": total})
 
     def _invoices(self, method: str, oid: str | None, action: str | None, p: dict[str, Any]) -> tuple[int, Any]:
         if method == "POST" and oid is None:
@@ -311,9 +331,7 @@ class FakeStripe:
                 pending = []
             for item in pending:
                 item["invoice"] = invoice_id
-            lines = [{"id": self._id("il"), "object": "line_item", "amount": i["amount"],
-                      "currency": i["currency"], "description": i["description"], "metadata": i["metadata"],
-                      "invoice_item": i["id"]} for i in pending]
+            lines = [self._line(i) for i in pending]
             total = sum(line["amount"] for line in lines)
             invoice = self._store({
                 "id": invoice_id, "object": "invoice", "created": int(time.time()), "livemode": False,
@@ -330,6 +348,9 @@ class FakeStripe:
             return 200, self._list("invoice", "/v1/invoices", customer=p.get("customer"))
         assert oid is not None
         invoice = self._get(oid, "invoice")
+        if method == "GET" and action == "lines":
+            return 200, {"object": "list", "data": invoice["lines"]["data"], "has_more": False,
+                         "url": f"/v1/invoices/{oid}/lines"}
         if method == "POST" and action == "finalize":
             if invoice["status"] != "draft":
                 raise StripeError(400, f"This invoice is already {invoice['status']}.",

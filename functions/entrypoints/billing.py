@@ -43,8 +43,9 @@ def setup_intent(req: ApiRequest) -> Reply:
     """A SetupIntent for Stripe.js to save the caller's card (send Idempotency-Key to make retries safe)."""
     from simplytalk.stripe_gateway import stripe_client
 
-    result = payments.create_setup_intent(firestore_client(), stripe_client(), req.uid, utcnow(),
-                                          req.raw.headers.get("Idempotency-Key"))
+    with payments.stripe_errors():
+        result = payments.create_setup_intent(firestore_client(), stripe_client(), req.uid, utcnow(),
+                                              req.raw.headers.get("Idempotency-Key"))
     return Reply(201, result)
 
 
@@ -57,7 +58,9 @@ def get_subscription(req: ApiRequest) -> Reply:
 def subscribe(req: ApiRequest) -> Reply:
     from simplytalk.stripe_gateway import stripe_client
 
-    view = payments.subscribe(firestore_client(), stripe_client(), req.uid, settings().stripe_price_id, utcnow())
+    with payments.stripe_errors():
+        view = payments.subscribe(firestore_client(), stripe_client(), req.uid, settings().stripe_price_id,
+                                  utcnow())
     return Reply(201, view)
 
 
@@ -65,4 +68,5 @@ def subscribe(req: ApiRequest) -> Reply:
 def cancel(req: ApiRequest) -> Reply:
     from simplytalk.stripe_gateway import stripe_client
 
-    return Reply(200, payments.cancel_subscription(firestore_client(), stripe_client(), req.uid))
+    with payments.stripe_errors():
+        return Reply(200, payments.cancel_subscription(firestore_client(), stripe_client(), req.uid))

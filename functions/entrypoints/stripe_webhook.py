@@ -5,7 +5,7 @@ from __future__ import annotations
 from simplytalk import logs
 from simplytalk.clock import utcnow
 from simplytalk.config import settings
-from simplytalk.errors import InvalidArgument
+from simplytalk.errors import ConfigError, InvalidArgument
 from simplytalk.firestore import firestore_client
 from simplytalk.http import Api, ApiRequest, Reply
 from simplytalk.services.payments import process_event
@@ -20,10 +20,13 @@ TOLERANCE_SECONDS = 300
 def receive(req: ApiRequest) -> Reply:
     import stripe
 
+    secret = settings().stripe_webhook_secret
+    if not secret:  # fail closed: never verify against an empty secret
+        raise ConfigError("STRIPE_WEBHOOK_SECRET is not set")
     payload = req.body()
     try:
         event = stripe.Webhook.construct_event(payload.decode("utf-8"), req.raw.headers.get("Stripe-Signature", ""),
-                                               settings().stripe_webhook_secret or "", tolerance=TOLERANCE_SECONDS)
+                                               secret, tolerance=TOLERANCE_SECONDS)
     except (stripe.SignatureVerificationError, ValueError, UnicodeDecodeError) as exc:
         raise InvalidArgument("invalid Stripe signature or payload") from exc
     data = event.to_dict()

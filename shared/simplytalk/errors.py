@@ -81,5 +81,9 @@ class ResourceExhausted(ApiError):
     http_status, status = 429, "RESOURCE_EXHAUSTED"
 
 
+class Unavailable(ApiError):
+    http_status, status = 503, "UNAVAILABLE"
+
+
 class RetryableEventError(SimplyTalkError):
     """An event handler could not finish; raising it asks the platform to redeliver."""

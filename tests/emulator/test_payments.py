@@ -228,3 +228,57 @@ def test_processing_failure_is_5xx_so_stripe_retries(stack: Stack, db: Any) -> N
 
     assert response.status_code == 500
     assert not db.collection("stripeEvents").document("evt_test_fail").get().exists
+
+
+def test_a_rerun_after_idempotency_keys_expired_still_charges_once(stack: Stack, db: Any, new_user: Any,
+                                                                   sc: stripe.StripeClient) -> None:
+    user = new_user()
+    db.collection("users").document(user.uid).set({"email": user.email})
+    for k, tokens in enumerate([1830, 600]):  # two assistants: two lines
+        db.collection("usageEvents").document(f"exp-{user.uid}-{k}").set({
+            "userId": user.uid, "assistantId": f"a-{k}", "provider": "openai", "occurredAt": OCT,
+            "usage": {"totalTokens": tokens, "inputTokens": tokens, "outputTokens": 0}})
+    wait_for(lambda: read_aggregate(db, user.uid).totals.total_tokens == 2430)
+
+    class SecondItemFails:
+        """Fault injection: the real client, but the second invoice item fails (a crash mid-way)."""
+
+        def __init__(self) -> None:
+            self.v1 = sc.v1
+            real = sc.v1.invoice_items.create
+            calls = {"n": 0}
+
+            def flaky(*args: Any, **kwargs: Any) -> Any:
+                calls["n"] += 1
+                if calls["n"] == 2:
+                    sc.v1.invoice_items.create = real  # type: ignore[method-assign]
+                    raise stripe.APIConnectionError("connection reset")
+                return real(*args, **kwargs)
+
+            sc.v1.invoice_items.create = flaky  # type: ignore[method-assign]
+
+    with pytest.raises(stripe.APIConnectionError):
+        run_period(db, "2026-10", [DEFAULT_RATE_CARD], lambda: NOV,
+                   settle=stripe_settler(db, SecondItemFails(), lambda: NOV))
+    requests.delete(f"{stack.stripe_url}/_fake/idempotency", timeout=5)  # a day later: keys forgotten
+
+    run_period(db, "2026-10", [DEFAULT_RATE_CARD], lambda: NOV, settle=stripe_settler(db, sc, lambda: NOV))
+
+    ours = db.collection("invoices").document(f"{user.uid}_2026-10").get().to_dict()
+    theirs = sc.v1.invoices.list(params={"customer": profile(db, user.uid)["stripeCustomerId"]}).data
+    assert len(theirs) == 1 and theirs[0].id == ours["stripeInvoiceId"]
+    assert theirs[0].total == ours["total"] == 1823  # (30.5 + 10) min x 45 = 1822.5 -> 1823, once
+    assert len(sc.v1.invoices.line_items.list(theirs[0].id).data) == 2
+
+
+def test_an_invoice_status_never_moves_back(db: Any, ann: Any) -> None:
+    from simplytalk.services.payments import set_invoice_status
+
+    db.collection("invoices").document("inv-rank").set({"userId": ann.uid, "status": "open"})
+
+    assert set_invoice_status(db, "inv-rank", "paid", {}, NOV) == "paid"
+    assert set_invoice_status(db, "inv-rank", "open", {}, NOV) == "paid"
+    assert set_invoice_status(db, "inv-rank", "failed", {}, NOV) == "paid"
+    db.collection("invoices").document("inv-fail").set({"userId": ann.uid, "status": "failed"})
+    assert set_invoice_status(db, "inv-fail", "open", {}, NOV) == "failed"
+    assert set_invoice_status(db, "inv-fail", "paid", {}, NOV) == "paid"

@@ -11,11 +11,12 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import uuid
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from simplytalk import collections as col
 from simplytalk import logs
-from simplytalk.errors import Conflict, FailedPrecondition, NotFound
+from simplytalk.errors import Conflict, FailedPrecondition, NotFound, PaymentRequired, Unavailable
 
 if TYPE_CHECKING:
     import stripe
@@ -28,6 +29,21 @@ SUBSCRIBED_STATUSES = {"active", "trialing"}
 def _plain(obj: Any) -> dict[str, Any]:
     result: dict[str, Any] = obj.to_dict() if hasattr(obj, "to_dict") else dict(obj)
     return result
+
+
+@contextlib.contextmanager
+def stripe_errors() -> Iterator[None]:
+    """Stripe's errors on a user's request, in the contract's shape (never a bare 500)."""
+    import stripe
+
+    try:
+        yield
+    except stripe.CardError as exc:
+        raise PaymentRequired(exc.user_message or "the card was declined") from exc
+    except stripe.InvalidRequestError as exc:
+        raise FailedPrecondition(f"Stripe refused the request: {exc.user_message or exc}") from exc
+    except (stripe.APIConnectionError, stripe.RateLimitError, stripe.APIError) as exc:
+        raise Unavailable("payments are unavailable right now; try again") from exc
 
 
 # -- customers --------------------------------------------------------------------------
@@ -75,8 +91,8 @@ def create_setup_intent(db: Client, client: stripe.StripeClient, uid: str, now: 
 def subscribe(db: Client, client: stripe.StripeClient, uid: str, price_id: str, now: dt.datetime) -> dict[str, Any]:
     customer_id = ensure_customer(db, client, uid, now)
     profile = db.collection(col.USERS).document(uid).get().to_dict() or {}
-    if profile.get("isSubscribed") is True:
-        raise Conflict("already subscribed")
+    if profile.get("stripeSubscriptionId") and profile.get("subscriptionStatus") != "canceled":
+        raise Conflict(f"a subscription exists ({profile.get('subscriptionStatus')}); cancel it first")
     if not profile.get("hasPaymentMethod"):
         raise FailedPrecondition("add a payment method first (POST /setup-intent)")
     attempt = int(profile.get("subscriptionAttempts") or 0) + 1
@@ -117,19 +133,15 @@ def apply_subscription(db: Client, subscription: dict[str, Any]) -> str | None:
     status = subscription.get("status")
     if current and current != subscription["id"] and status not in SUBSCRIBED_STATUSES:
         return uid  # news about an older subscription: the current one decides
+    from google.api_core import exceptions as gexc
+
     subscribed = status in SUBSCRIBED_STATUSES
-    batch = db.batch()
-    batch.set(user_ref, {"stripeSubscriptionId": subscription["id"], "subscriptionStatus": status,
-                         "isSubscribed": subscribed}, merge=True)
-    writes = 1
+    user_ref.set({"stripeSubscriptionId": subscription["id"], "subscriptionStatus": status,
+                  "isSubscribed": subscribed}, merge=True)
     for assistant_id in profile.get("openaiAssistants") or []:
-        if writes == 500:
-            batch.commit()
-            batch, writes = db.batch(), 0
-        ref = db.collection(col.OPENAI_ASSISTANTS).document(assistant_id)
-        batch.set(ref, {"isSubscribed": subscribed}, merge=True)
-        writes += 1
-    batch.commit()
+        # one update each: a deleted assistant is skipped, never recreated as a stub
+        with contextlib.suppress(gexc.NotFound, ValueError):
+            db.collection(col.OPENAI_ASSISTANTS).document(assistant_id).update({"isSubscribed": subscribed})
     return uid
 
 
@@ -149,38 +161,72 @@ def apply_setup_intent(db: Client, client: stripe.StripeClient, intent: dict[str
 # -- invoices ---------------------------------------------------------------------------------
 
 def push_invoice(db: Client, client: stripe.StripeClient, invoice: dict[str, Any], now: dt.datetime) -> str:
-    """Make our invoice a finalized Stripe invoice, charged automatically. Safe to repeat:
-    every create's idempotency key comes from our invoice id (and line)."""
+    """Make our invoice a finalized Stripe invoice, charged automatically. Safe to repeat, even
+    after Stripe's idempotency keys expire: the Stripe invoice is created first (pending items
+    of the customer excluded) and its id stored before any line exists; lines are added to that
+    invoice only where its current lines lack them; then it is finalized."""
     invoice_id = invoice["id"]
     ref = db.collection(col.INVOICES).document(invoice_id)
-    if invoice.get("stripeInvoiceId") and invoice.get("status") != "draft":
-        return "already"
     if invoice["total"] == 0:
-        ref.update({"status": "paid", "updatedAt": now})  # nothing to collect
+        set_invoice_status(db, invoice_id, "paid", {}, now)  # nothing to collect
         return "nothing-due"
-    customer_id = ensure_customer(db, client, invoice["userId"], now)
     metadata = {"invoiceId": invoice_id, "period": invoice["period"], "userId": invoice["userId"]}
-    for i, line in enumerate(invoice["lines"]):
-        client.v1.invoice_items.create(params={
-            "customer": customer_id, "amount": line["amount"], "currency": invoice["currency"],
-            "description": f"{line['provider']} assistant {line['assistantId']}: {line['minutes']} min "
-                           f"({line['usagePeriod']})",
-            "metadata": {**metadata, "assistantId": line["assistantId"], "usagePeriod": line["usagePeriod"]}},
-            options={"idempotency_key": f"invoice-item-{invoice_id}-{i}"})
-    created = client.v1.invoices.create(params={
-        "customer": customer_id, "collection_method": "charge_automatically", "auto_advance": True,
-        "pending_invoice_items_behavior": "include", "currency": invoice["currency"], "metadata": metadata},
-        options={"idempotency_key": f"invoice-{invoice_id}"})
-    stripe_invoice = created
-    if created.status == "draft":
+    customer_id = ensure_customer(db, client, invoice["userId"], now)
+    if invoice.get("stripeInvoiceId"):
+        stripe_invoice = client.v1.invoices.retrieve(invoice["stripeInvoiceId"])
+    else:
+        stripe_invoice = client.v1.invoices.create(params={
+            "customer": customer_id, "collection_method": "charge_automatically", "auto_advance": True,
+            "pending_invoice_items_behavior": "exclude", "currency": invoice["currency"], "metadata": metadata},
+            options={"idempotency_key": f"invoice-{invoice_id}"})
+        ref.update({"stripeInvoiceId": stripe_invoice.id, "updatedAt": now})
+    if stripe_invoice.status == "draft":
+        lines = client.v1.invoices.line_items.list(stripe_invoice.id, params={"limit": 100}).data
+        present = {(_plain(line).get("metadata") or {}).get("line") for line in lines}
+        for i, line in enumerate(invoice["lines"]):
+            if str(i) in present:
+                continue
+            client.v1.invoice_items.create(params={
+                "customer": customer_id, "invoice": stripe_invoice.id, "amount": line["amount"],
+                "currency": invoice["currency"],
+                "description": f"{line['provider']} assistant {line['assistantId']}: {line['minutes']} min "
+                               f"({line['usagePeriod']})",
+                "metadata": {**metadata, "line": str(i), "assistantId": line["assistantId"],
+                             "usagePeriod": line["usagePeriod"]}},
+                options={"idempotency_key": f"invoice-item-{invoice_id}-{i}"})
         stripe_invoice = client.v1.invoices.finalize_invoice(
-            created.id, options={"idempotency_key": f"finalize-{invoice_id}"})
+            stripe_invoice.id, options={"idempotency_key": f"finalize-{invoice_id}"})
     if stripe_invoice.total != invoice["total"]:
         log.error("stripe invoice %s total %s differs from %s", stripe_invoice.id, stripe_invoice.total,
                   invoice["total"])
-    ref.update({"stripeInvoiceId": stripe_invoice.id, "hostedInvoiceUrl": stripe_invoice.hosted_invoice_url,
-                "status": _status(_plain(stripe_invoice), None), "updatedAt": now})
+    apply_invoice(db, _plain(stripe_invoice), None, now)
     return "pushed"
+
+
+STATUS_RANK = {"draft": 0, "open": 1, "failed": 2, "paid": 3, "void": 3}
+
+
+def set_invoice_status(db: Client, invoice_id: str, status: str, fields: dict[str, Any],
+                       now: dt.datetime) -> str | None:
+    """Write a status, never moving it back (paid and void are final; a late "open" after
+    "failed" or "paid" changes nothing). One transaction on the invoice document."""
+    from google.cloud import firestore
+
+    ref = db.collection(col.INVOICES).document(invoice_id)
+
+    @firestore.transactional
+    def run(tx: Any) -> str | None:
+        snap = ref.get(transaction=tx)
+        if not snap.exists:
+            return None
+        current = (snap.to_dict() or {}).get("status", "draft")
+        keep = STATUS_RANK.get(status, 0) < STATUS_RANK.get(current, 0) or current in ("paid", "void")
+        final = current if keep else status
+        tx.update(ref, {**fields, "status": final, "updatedAt": now})
+        return str(final)
+
+    result: str | None = run(db.transaction())
+    return result
 
 
 def _status(stripe_invoice: dict[str, Any], event_type: str | None) -> str:
@@ -202,13 +248,9 @@ def apply_invoice(db: Client, stripe_invoice: dict[str, Any], event_type: str | 
     invoice_id = (stripe_invoice.get("metadata") or {}).get("invoiceId")
     if not invoice_id:
         return None  # not one of ours
-    ref = db.collection(col.INVOICES).document(invoice_id)
-    if not ref.get().exists:
-        return None
-    ref.update({"status": _status(stripe_invoice, event_type), "stripeInvoiceId": stripe_invoice["id"],
-                "hostedInvoiceUrl": stripe_invoice.get("hosted_invoice_url"),
-                "amountPaid": int(stripe_invoice.get("amount_paid") or 0), "updatedAt": now})
-    return invoice_id
+    return set_invoice_status(db, invoice_id, _status(stripe_invoice, event_type), {
+        "stripeInvoiceId": stripe_invoice["id"], "hostedInvoiceUrl": stripe_invoice.get("hosted_invoice_url"),
+        "amountPaid": int(stripe_invoice.get("amount_paid") or 0)}, now)
 
 
 # -- webhook events ------------------------------------------------------------------------------
