@@ -45,6 +45,8 @@ def handle(cloud_event: Any) -> None:
     summary = run_period(db, period, list_cards(db), utcnow, stop_after=BUDGET_SECONDS,
                          settle=stripe_settler(db, stripe_client(), utcnow))
     log.info("monthly-invoicing %s: %s", period, summary.as_doc(), extra={"fields": summary.as_doc()})
+    if summary.failed:  # an operator reruns it (python -m ops.invoicing --period ...): each user is idempotent
+        log.error("monthly-invoicing %s: %d users failed: %s", period, len(summary.failed), summary.failed[:20])
     if not summary.completed:
         from google.cloud import pubsub_v1  # type: ignore[attr-defined]
         from simplytalk.config import settings

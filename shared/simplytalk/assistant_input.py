@@ -58,6 +58,11 @@ def _http_url(value: str) -> str:
         raise ValueError("must be an absolute http(s) URL")
     if parts.username or parts.password:
         raise ValueError("must not carry credentials")
+    try:
+        _ = parts.port  # raises for a port out of range
+        parts.hostname.encode("idna")
+    except (ValueError, UnicodeError) as exc:
+        raise ValueError("must have a valid host and port") from exc
     return value
 
 

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import base64
 import binascii
+import datetime as dt
 import json
 from typing import Any
 
 from simplytalk.errors import FieldViolation, InvalidArgument
+from simplytalk.ids import valid_document_id
 
 DEFAULT_PAGE_SIZE = 20
 MAX_PAGE_SIZE = 100
@@ -31,7 +33,9 @@ def encode_token(cursor: dict[str, Any]) -> str:
     return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
 
 
-def decode_token(token: str | None, required: tuple[str, ...]) -> dict[str, Any] | None:
+def decode_token(token: str | None, required: tuple[str, ...], times: tuple[str, ...] = (),
+                 ids: tuple[str, ...] = ()) -> dict[str, Any] | None:
+    """The cursor in a token this API issued; a 400 for anything else (never a 500 later)."""
     if not token:
         return None
     try:
@@ -39,7 +43,19 @@ def decode_token(token: str | None, required: tuple[str, ...]) -> dict[str, Any]
         cursor = json.loads(base64.urlsafe_b64decode(padded.encode("ascii")))
     except (ValueError, UnicodeError, binascii.Error):
         cursor = None
-    if not isinstance(cursor, dict) or any(not isinstance(cursor.get(k), str) for k in required):
+    ok = isinstance(cursor, dict) and all(isinstance(cursor.get(k), str) for k in required)
+    if ok:
+        assert isinstance(cursor, dict)
+        ok = all(valid_document_id(cursor[k]) for k in ids) and all(_is_time(cursor[k]) for k in times)
+    if not ok:
         raise InvalidArgument("pageToken: not a token this API issued",
                               [FieldViolation("pageToken", "not a token this API issued")])
     return cursor
+
+
+def _is_time(value: str) -> bool:
+    try:
+        dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return False
+    return True

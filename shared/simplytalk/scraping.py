@@ -99,8 +99,11 @@ def fetch(url: str, policy: FetchPolicy) -> Page:
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise BlockedAddress(f"only http(s) URLs are fetched: {url}")
-        port = parts.port or (443 if parts.scheme == "https" else 80)
-        address = resolve(parts.hostname, port, policy)
+        try:
+            port = parts.port or (443 if parts.scheme == "https" else 80)
+            address = resolve(parts.hostname, port, policy)
+        except (ValueError, UnicodeError) as exc:  # a bad port or host (also from a redirect)
+            raise FetchError(f"not a fetchable URL: {url}") from exc
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             raise FetchError("timed out")

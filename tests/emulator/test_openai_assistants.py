@@ -185,6 +185,8 @@ INVALID = [
     ({"scrapedUrls": ["not a url"]}, "scrapedUrls.0"),
     ({"scrapedUrls": ["ftp://example.com/x"]}, "scrapedUrls.0"),
     ({"scrapedUrls": ["https://user:pw@example.com/"]}, "scrapedUrls.0"),
+    ({"scrapedUrls": ["http://example.com:99999/"]}, "scrapedUrls.0"),
+    ({"scrapedUrls": ["http://" + "a" * 64 + ".example.com/"]}, "scrapedUrls.0"),
     ({"scrapedUrls": [f"https://example.com/{i}" for i in range(11)]}, "scrapedUrls"),
     ({"messages": [{"role": "robot", "content": "x"}]}, "messages.0.role"),
     ({"messages": [{"role": "user", "content": "x"}] * 51}, "messages"),

@@ -205,3 +205,18 @@ def test_an_assistant_id_no_document_can_have_is_400(url: str, new_user: Any, ba
     response = requests.get(url, params={"assistantId": bad}, headers=new_user().headers, timeout=10)
 
     assert response.status_code == 400
+
+
+def test_the_estimate_uses_the_card_in_effect_for_the_month(url: str, db: Any, new_user: Any) -> None:
+    user = new_user()
+    month = dt.datetime.now(dt.UTC).replace(day=1).date()
+    db.collection("rateCards").document("card-now").set({
+        "effectiveFrom": month.isoformat(), "tokensPerMinute": 100, "centsPerMinute": "10", "currency": "usd",
+        "openaiBasis": "tokens"})
+    _event(db, "r-card", user.uid, "a", 1000)
+
+    body = _settled(url, user, 1000)
+
+    assert body["period"]["rateCardId"] == "card-now"
+    assert body["period"]["tokenMinutes"] == "10"
+    assert body["period"]["estimatedCost"]["amount"] == 100

@@ -90,6 +90,8 @@ def test_an_unknown_assistant_is_kept_for_an_operator_not_billed(url: str, db: A
     {"message": {"type": "end-of-call-report", "call": {"id": "c"}, "startedAt": "2026-11-03T10:00:00Z",
                  "endedAt": "2026-11-03T09:00:00Z"}},
     {"message": {"type": "end-of-call-report", "call": {"id": "c"}}},
+    {"message": {"type": "end-of-call-report", "call": {"id": "c"}, "startedAt": "2026-11-03T10:00:00Z",
+                 "endedAt": "2026-11-03T10:05:00"}},
 ])
 def test_malformed_reports_are_400_and_store_nothing(url: str, db: Any, body: Any) -> None:
     response = post(url, body)

@@ -46,3 +46,10 @@ def test_created_at_in_every_stored_shape() -> None:
 @given(st.datetimes(timezones=st.just(dt.UTC)), st.datetimes(timezones=st.just(dt.UTC)))
 def test_rfc3339_strings_sort_as_times(a: dt.datetime, b: dt.datetime) -> None:
     assert (_rfc3339(a) < _rfc3339(b)) == (a < b)
+
+
+@pytest.mark.parametrize("cursor", [{"createdAt": "x", "id": "a"}, {"createdAt": "2026-01-01T00:00:00Z", "id": "a/b"},
+                                    {"createdAt": "2026-01-01T00:00:00Z", "id": ".."}])
+def test_forged_cursors_are_400(cursor: dict[str, str]) -> None:
+    with pytest.raises(InvalidArgument):
+        decode_token(encode_token(cursor), ("createdAt", "id"), times=("createdAt",), ids=("id",))

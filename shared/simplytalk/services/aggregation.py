@@ -191,6 +191,8 @@ def rollup(db: Client, uid: str, covering: dt.datetime | None,
                        "assistants": {aid: _as_fields(f) for aid, f in aggregate.assistants.items()}},
             "rollupCount": Increment(1),  # how often the mirrors were written (<= about 1/s)
         }
+        # assistants first: if this fails, the summary still says "not covered" and a retry redoes it
+        _mirror_assistants(db, aggregate, mirrored)
         try:
             if summary.exists:
                 summary_ref.update(doc, option=db.write_option(last_update_time=summary.update_time))
@@ -198,7 +200,6 @@ def rollup(db: Client, uid: str, covering: dt.datetime | None,
                 summary_ref.create({**doc, "createdAt": aggregate.read_time})
         except (gexc.FailedPrecondition, gexc.AlreadyExists, gexc.Aborted):
             continue  # another rollup got there; look again
-        _mirror_assistants(db, aggregate, mirrored)
         return "rolled-up"
     return "gave-up"
 

@@ -144,7 +144,7 @@ def list_openai_assistants(db: Client, uid: str, size: int, token: str | None) -
     from google.cloud.firestore import Query
     from google.cloud.firestore_v1.base_query import FieldFilter
 
-    cursor = decode_token(token, ("createdAt", "id"))
+    cursor = decode_token(token, ("createdAt", "id"), times=("createdAt",), ids=("id",))
     query = (db.collection(col.OPENAI_ASSISTANTS)
              .where(filter=FieldFilter("userId", "==", uid))
              .order_by("createdAt", direction=Query.DESCENDING)
@@ -223,7 +223,7 @@ def list_all_assistants(db: Client, uid: str, size: int, token: str | None) -> P
     from google.cloud.firestore import Query
     from google.cloud.firestore_v1.base_query import FieldFilter
 
-    cursor = decode_token(token, ("createdAt", "provider", "id"))
+    cursor = decode_token(token, ("createdAt", "provider", "id"), times=("createdAt",), ids=("id",))
     after = (cursor["createdAt"], cursor["provider"], cursor["id"]) if cursor else None
 
     openai_query = (db.collection(col.OPENAI_ASSISTANTS)

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from simplytalk import collections as col
+from simplytalk import logs
 from simplytalk.billing import RateCard, UsageFigures, format_minutes, period_of
 from simplytalk.invoicing import PricedInvoice, card_for, price, unbilled
 from simplytalk.services.aggregation import FIGURE_FIELDS, read_aggregate
@@ -30,6 +31,7 @@ if TYPE_CHECKING:
     from google.cloud.firestore import Client
 
 USERS_PAGE = 300
+log = logs.get_logger("invoicing")
 
 
 def previous_period(now: dt.datetime) -> str:
@@ -132,14 +134,18 @@ class RunSummary:
     resumed_from: str | None = None
     completed: bool = False
 
+    failed: list[str] = field(default_factory=list)
+
     def add(self, outcome: UserOutcome) -> None:
         self.users += 1
         self.counts[outcome.outcome] = self.counts.get(outcome.outcome, 0) + 1
         self.total_cents += outcome.total
+        if outcome.outcome == "failed" and len(self.failed) < 500:
+            self.failed.append(outcome.uid)
 
     def as_doc(self) -> dict[str, Any]:
         return {"period": self.period, "users": self.users, "counts": self.counts,
-                "totalCents": self.total_cents, "completed": self.completed}
+                "totalCents": self.total_cents, "completed": self.completed, "failedUsers": self.failed}
 
 
 def run_period(db: Client, period: str, cards: list[RateCard], now: Callable[[], dt.datetime],
@@ -159,7 +165,7 @@ def run_period(db: Client, period: str, cards: list[RateCard], now: Callable[[],
     started = time.monotonic()
     run_ref = db.collection(col.INVOICE_RUNS).document(period)
     run_doc = (run_ref.get().to_dict() or {}) if not dry_run else {}
-    cursor = run_doc.get("cursor") if not run_doc.get("completed") else None
+    cursor = run_doc.get("cursor") if not run_doc.get("completed") else None  # completed: check everyone again
     summary = RunSummary(period, dry_run, resumed_from=cursor)
     if cursor:
         summary.users = int(run_doc.get("users", 0))
@@ -172,10 +178,15 @@ def run_period(db: Client, period: str, cards: list[RateCard], now: Callable[[],
         query = users.start_after({"__name__": cursor}) if cursor else users
         page = [snap.id for snap in query.select([]).limit(page_size).stream()]
         def one(uid: str) -> UserOutcome:
-            outcome = invoice_user(db, uid, period, cards, now(), dry_run)
-            if settle and outcome.outcome in ("created", "exists"):
-                settle(invoice_id(uid, period))
-            return outcome
+            try:
+                outcome = invoice_user(db, uid, period, cards, now(), dry_run)
+                if settle and outcome.outcome in ("created", "exists"):
+                    settle(invoice_id(uid, period))
+                return outcome
+            except Exception as exc:  # one user's problem must not stop the month's run
+                log.error("invoicing %s for %s failed: %r", uid, period, exc,
+                          extra={"fields": {"uid": uid, "period": period}})
+                return UserOutcome(uid, "failed")
 
         if workers > 1 and len(page) > 1:
             with ThreadPoolExecutor(min(workers, len(page))) as pool:
@@ -231,7 +242,7 @@ def list_invoices(db: Client, uid: str, size: int,
 
     from simplytalk.paging import decode_token, encode_token
 
-    cursor = decode_token(token, ("period", "id"))
+    cursor = decode_token(token, ("period", "id"), ids=("id",))
     query = (db.collection(col.INVOICES).where(filter=FieldFilter("userId", "==", uid))
              .order_by("period", direction=Query.DESCENDING)
              .order_by("__name__", direction=Query.DESCENDING))

@@ -91,7 +91,7 @@ def _history(db: Client, uid: str, assistant_id: str | None, size: int,
              token: str | None) -> tuple[list[dict[str, Any]], str | None]:
     from google.cloud.firestore_v1.base_query import FieldFilter
 
-    cursor = decode_token(token, ("occurredAt", "id"))
+    cursor = decode_token(token, ("occurredAt", "id"), times=("occurredAt",), ids=("id",))
     query = history_query(db, uid)
     if assistant_id is not None:
         query = query.where(filter=FieldFilter("assistantId", "==", assistant_id))

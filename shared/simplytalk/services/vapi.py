@@ -7,7 +7,7 @@ import hmac
 from decimal import Decimal
 from typing import TYPE_CHECKING, Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field
 
 from simplytalk import collections as col
 from simplytalk.errors import InvalidArgument, Unauthenticated
@@ -48,8 +48,8 @@ class EndOfCallReport(_Loose):
     type: str
     call: VapiCall
     assistant: VapiAssistantRef | None = None
-    started_at: dt.datetime | None = Field(default=None, alias="startedAt")
-    ended_at: dt.datetime | None = Field(default=None, alias="endedAt")
+    started_at: AwareDatetime | None = Field(default=None, alias="startedAt")
+    ended_at: AwareDatetime | None = Field(default=None, alias="endedAt")
     duration_ms: int | None = Field(default=None, alias="durationMs", ge=0)
     duration_seconds: Decimal | None = Field(default=None, alias="durationSeconds", ge=0)
     cost: Decimal | None = None
