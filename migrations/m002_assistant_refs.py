@@ -4,8 +4,9 @@ One pass over each assistant collection builds uid -> ids (memory grows with the
 number of assistants, fine to a few million; beyond that, query per user). Each
 user is then brought in line with atomic array transforms, never an overwrite: a
 missing id is added with ArrayUnion (so an assistant created during the run is
-never lost), an id with no such assistant of this user is removed with
-ArrayRemove after a fresh check, and an absent field is created empty. Other
+never lost; it also creates an absent field), an id with no such assistant of
+this user is removed with ArrayRemove after a fresh check, and an absent field
+of a user with no assistants is set empty only if the user is unchanged. Other
 fields are never touched. Writes go in batches of at most 500.
 """
 
@@ -47,17 +48,18 @@ def run(ctx: Context) -> None:
             if "email" not in data:
                 ctx.report("user", f"users/{uid}", "no email")
             changed = False
+            empties: list[str] = []
             for name, collection in FIELDS.items():
                 want = owners[name].get(uid, set())
                 current = data.get(name)
                 ref = db.collection("users").document(uid)
-                if current is None:
-                    ctx.writer.add("update", ref, {name: sorted(want)})  # absent: create it whole
-                    changed = True
-                    continue
-                if not isinstance(current, list):
-                    ctx.report("user", f"users/{uid}.{name}", f"not an array ({type(current).__name__}); replaced")
-                    ctx.writer.add("update", ref, {name: sorted(want)})
+                if current is None or not isinstance(current, list):
+                    if current is not None:
+                        ctx.report("user", f"users/{uid}.{name}", f"not an array ({type(current).__name__}); replaced")
+                    if want:  # ArrayUnion creates (or replaces a non-array with) the array, never losing an id
+                        ctx.writer.add("update", ref, {name: ArrayUnion(sorted(want))})
+                    else:
+                        empties.append(name)
                     changed = True
                     continue
                 missing = sorted(want - set(current))
@@ -69,11 +71,27 @@ def run(ctx: Context) -> None:
                 if stale:
                     ctx.writer.add("update", ref, {name: ArrayRemove(stale)})
                     changed = True
+            if empties:
+                _set_empty(ctx, db.collection("users").document(uid), empties, snap.update_time)
             ctx.counts["changed" if changed else "unchanged"] += 1
     for name, per_user in owners.items():
         for uid in per_user:
             if uid not in seen_users and ctx.checkpoint is None:
                 ctx.report("assistant", f"{FIELDS[name]} of {uid}", "userId names no user")
+
+
+def _set_empty(ctx: Context, ref: Any, names: list[str], read_at: Any) -> None:
+    """Empty arrays, only if the user is unchanged since it was read (otherwise the app wrote
+    the field meanwhile, with the right contents)."""
+    from google.api_core import exceptions as gexc
+
+    ctx.writer.writes += 1
+    if ctx.dry_run:
+        return
+    try:
+        ref.update({name: [] for name in names}, option=ctx.db.write_option(last_update_time=read_at))
+    except (gexc.FailedPrecondition, gexc.NotFound):
+        ctx.counts["changed-meanwhile"] += 1
 
 
 def _owned_now(db: Any, collection: str, assistant_id: str, uid: str) -> bool:

@@ -30,34 +30,43 @@ def code_version() -> str:
 
 
 class Writer:
-    """Batches writes (at most 500 a batch); in a dry run it only counts them."""
+    """Batches writes (at most 500 a batch); in a dry run it only counts them. A batch that
+    meets a document deleted meanwhile is replayed one write at a time, skipping that one."""
 
     def __init__(self, db: Any, dry_run: bool) -> None:
         self.db, self.dry_run = db, dry_run
-        self._batch: Any = None
-        self._pending = 0
+        self._ops: list[tuple[str, Any, tuple[Any, ...], dict[str, Any]]] = []
         self.writes = 0
         self.commits = 0
-
-    def _ensure(self) -> Any:
-        if self._batch is None:
-            self._batch = self.db.batch()
-        return self._batch
+        self.skipped: list[str] = []
 
     def add(self, op: str, ref: Any, *args: Any, **kwargs: Any) -> None:
         self.writes += 1
         if self.dry_run:
             return
-        getattr(self._ensure(), op)(ref, *args, **kwargs)
-        self._pending += 1
-        if self._pending == BATCH_LIMIT:
+        self._ops.append((op, ref, args, kwargs))
+        if len(self._ops) == BATCH_LIMIT:
             self.flush()
 
     def flush(self) -> None:
-        if self._batch is not None and self._pending:
-            self._batch.commit()
+        from google.api_core import exceptions as gexc
+
+        ops, self._ops = self._ops, []
+        if not ops:
+            return
+        batch = self.db.batch()
+        for op, ref, args, kwargs in ops:
+            getattr(batch, op)(ref, *args, **kwargs)
+        try:
+            batch.commit()
             self.commits += 1
-        self._batch, self._pending = None, 0
+        except gexc.NotFound:
+            for op, ref, args, kwargs in ops:
+                try:
+                    getattr(ref, op)(*args, **kwargs)
+                    self.commits += 1
+                except gexc.NotFound:
+                    self.skipped.append(ref.path)
 
 
 @dataclass

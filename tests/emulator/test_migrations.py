@@ -29,6 +29,8 @@ def seed(db: Any) -> None:
         "u-done": {"email": "done@example.com", "vapiAssistants": ["v-done"], "openaiAssistants": []},
         "u-half": {"email": "half@example.com", "openaiAssistants": ["o-half-1", "o-gone"]},
         "u-bad": {"openaiAssistants": "o-bad"},  # no email; a string where an array belongs
+        "u-legacy": {"email": "legacy@example.com"},  # totals from before the counters, no raw events
+        "u-partial": {"email": "partial@example.com"},  # totals, and some of them as raw events
     }
     batch = db.batch()
     for uid, data in users.items():
@@ -39,6 +41,13 @@ def seed(db: Any) -> None:
                      "o-half-2": "u-half", "o-bad": "u-bad"}.items():
         batch.set(db.collection("openaiAssistants").document(aid), {"userId": uid, "name": aid})
     batch.set(db.collection("tokenUsage").document("u-done"), {"userId": "u-done", "totalTokens": 0})
+    batch.set(db.collection("tokenUsage").document("u-legacy"), {"userId": "u-legacy", "totalTokens": 500,
+                                                                 "inputTokens": 300, "outputTokens": 200})
+    batch.set(db.collection("tokenUsage").document("u-partial"), {"userId": "u-partial", "totalTokens": 1000,
+                                                                  "inputTokens": 1000, "outputTokens": 0})
+    batch.set(db.collection("usageEvents").document("partial-1"), {
+        "userId": "u-partial", "assistantId": "o-x", "provider": "openai", "occurredAt": WHEN,
+        "usage": {"totalTokens": 350, "inputTokens": 350, "outputTokens": 0}})
     for i, tokens in enumerate([100, 250]):
         batch.set(db.collection("usageEvents").document(f"old-{i}"), {
             "userId": "u-openai", "assistantId": "o-openai", "provider": "openai", "occurredAt": WHEN,
@@ -72,15 +81,19 @@ def test_both_migrations_bring_every_user_to_the_new_model(quiet: Any) -> None:
     outcomes = run_all(quiet, progress=quiet_progress)
 
     assert [(o.number, o.status) for o in outcomes] == [(1, "applied"), (2, "applied")]
-    for uid in ("u-none", "u-vapi", "u-openai", "u-both", "u-done", "u-half", "u-bad"):
+    for uid in ("u-none", "u-vapi", "u-openai", "u-both", "u-done", "u-half", "u-bad", "u-legacy"):
         assert quiet.collection("tokenUsage").document(uid).get().exists, uid
     assert quiet.collection("tokenUsage").document("u-openai").get().to_dict()["totalTokens"] == 350
     assert read_aggregate(quiet, "u-openai").totals.total_tokens == 350
     assert quiet.collection("tokenUsage").document("u-none").get().to_dict()["totalTokens"] == 0
+    # totals from before the counters survive the rollup: the part no raw event explains is a legacy counter
+    assert quiet.collection("tokenUsage").document("u-legacy").get().to_dict()["totalTokens"] == 500
+    assert quiet.collection("tokenUsage").document("u-partial").get().to_dict()["totalTokens"] == 1000
+    assert read_aggregate(quiet, "u-partial").totals.total_tokens == 1000
     expected = {
         "u-none": ([], []), "u-vapi": (["v-vapi"], []), "u-openai": ([], ["o-openai"]),
         "u-both": (["v-both"], ["o-both-1", "o-both-2"]), "u-done": (["v-done"], []),
-        "u-half": ([], ["o-half-1", "o-half-2"]), "u-bad": ([], ["o-bad"]),
+        "u-half": ([], ["o-half-1", "o-half-2"]), "u-bad": ([], ["o-bad"]), "u-legacy": ([], []),
     }
     for uid, (vapi, openai) in expected.items():
         data = profile(quiet, uid)
@@ -93,6 +106,9 @@ def test_both_migrations_bring_every_user_to_the_new_model(quiet: Any) -> None:
     assert ("user", "users/u-bad") in problems  # no email
     assert ("user", "users/u-bad.openaiAssistants") in problems  # not an array
     assert ("assistant", "assistants of u-nobody") in problems  # userId names no user
+    ledger_001 = quiet.collection("migrations").document("001").get().to_dict()
+    report_001 = {(b["kind"], b["path"]) for b in ledger_001["badData"]}
+    assert ("token-usage", "tokenUsage/u-legacy") in report_001
 
 
 def test_a_second_run_has_nothing_to_do(quiet: Any) -> None:
