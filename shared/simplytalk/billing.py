@@ -73,29 +73,22 @@ def cost_cents(minutes: Fraction, card: RateCard) -> int:
     return round_half_up(minutes * Fraction(card.cents_per_minute))
 
 
-def allocate(total: int, weights: list[Fraction]) -> list[int]:
-    """Split `total` cents in proportion to `weights`, summing exactly to `total`.
+def round_lines(exact: list[Fraction]) -> tuple[int, list[int]]:
+    """Round a sum once and split it into whole cents that add up to it exactly.
 
-    Largest remainder: each share is its exact proportion rounded down, and
-    the cents left over go to the largest remainders (ties: earlier first).
+    The total is the exact sum rounded half-up. Each line gets its exact amount
+    rounded down, and the cents left over go to the lines with the largest
+    remainders (ties: earlier first), so no line is a cent or more from its exact amount.
     """
-    if total < 0 or any(w < 0 for w in weights):
+    if any(e < 0 for e in exact):
         raise ValueError("amounts must not be negative")
-    weight_sum = sum(weights, Fraction(0))
-    if not weights:
-        if total:
-            raise ValueError("cannot allocate a non-zero total over nothing")
-        return []
-    if weight_sum == 0:
-        shares = [Fraction(total, len(weights))] * len(weights)
-    else:
-        shares = [total * w / weight_sum for w in weights]
-    floors = [s.numerator // s.denominator for s in shares]
-    left = total - sum(floors)
-    order = sorted(range(len(shares)), key=lambda i: (-(shares[i] - floors[i]), i))
+    total = round_half_up(sum(exact, Fraction(0)))
+    floors = [e.numerator // e.denominator for e in exact]
+    left = total - sum(floors)  # 0 <= left <= len(exact)
+    order = sorted(range(len(exact)), key=lambda i: (-(exact[i] - floors[i]), i))
     for i in order[:left]:
         floors[i] += 1
-    return floors
+    return total, floors
 
 
 def format_minutes(minutes: Fraction, places: int = 6) -> str:

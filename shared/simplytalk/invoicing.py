@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from fractions import Fraction
 
-from simplytalk.billing import DEFAULT_RATE_CARD, RateCard, UsageFigures, allocate, round_half_up
+from simplytalk.billing import DEFAULT_RATE_CARD, RateCard, UsageFigures, round_lines
 
 Figures = Mapping[str, Mapping[str, UsageFigures]]  # period -> assistant -> figures
 
@@ -84,8 +84,7 @@ def price(items: list[Unbilled], card_of: Callable[[str], RateCard]) -> PricedIn
         exact.append(m * Fraction(card.cents_per_minute))
     if len(currencies) > 1:
         raise ValueError(f"one invoice cannot mix currencies: {sorted(currencies)}")
-    total = round_half_up(sum(exact, Fraction(0)))
-    amounts = allocate(total, exact) if items else []
+    total, amounts = round_lines(exact)
     lines = [
         PricedLine(item.assistant_id, item.provider, item.usage_period, m, e, a,
                    card_of(item.usage_period).id)

@@ -11,12 +11,12 @@ from simplytalk.billing import (
     DEFAULT_RATE_CARD,
     RateCard,
     UsageFigures,
-    allocate,
     call_minutes,
     cost_cents,
     format_minutes,
     period_of,
     round_half_up,
+    round_lines,
     seconds_to_millis,
     token_minutes,
     valid_period,
@@ -69,16 +69,14 @@ def test_more_usage_never_costs_less(a: int, b: int, card: RateCard) -> None:
     assert cost_cents(token_minutes(low, card), card) <= cost_cents(token_minutes(high, card), card)
 
 
-@given(st.integers(min_value=0, max_value=10**9), st.lists(st.fractions(min_value=0, max_value=10**6),
-                                                           min_size=1, max_size=30))
-def test_allocation_adds_up_and_stays_within_a_cent(total: int, weights: list[Fraction]) -> None:
-    shares = allocate(total, weights)
+@given(st.lists(st.fractions(min_value=0, max_value=10**6), max_size=30))
+def test_lines_add_up_to_the_total_rounded_once_and_stay_within_a_cent(exact: list[Fraction]) -> None:
+    total, lines = round_lines(exact)
 
-    assert sum(shares) == total
-    weight_sum = sum(weights, Fraction(0))
-    for share, weight in zip(shares, weights, strict=True):
-        exact = total * weight / weight_sum if weight_sum else Fraction(total, len(weights))
-        assert abs(share - exact) < 1
+    assert total == round_half_up(sum(exact, Fraction(0)))
+    assert sum(lines) == total
+    for line, amount in zip(lines, exact, strict=True):
+        assert abs(line - amount) < 1
 
 
 @given(st.fractions(min_value=0, max_value=10**9))
