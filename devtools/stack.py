@@ -22,6 +22,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -147,6 +148,20 @@ class Stack:
     @property
     def stripe_url(self) -> str:
         return f"http://{LOOPBACK}:{self.ports.stripe}"
+
+    @contextlib.contextmanager
+    def exported_env(self) -> Iterator[None]:
+        """Point this process's clients at the stack, and restore the environment after."""
+        saved = {k: os.environ.get(k) for k in self.client_env()}
+        os.environ.update(self.client_env())
+        try:
+            yield
+        finally:
+            for key, value in saved.items():
+                if value is None:
+                    os.environ.pop(key, None)
+                else:
+                    os.environ[key] = value
 
     # -- processes -------------------------------------------------------
     def _services(self) -> list[Service]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import os
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,14 +19,8 @@ def quiet_stack(stack: Stack, suffix: str) -> Iterator[Stack]:
     quiet = Stack(project=f"{stack.project}-{suffix}", ports=Ports.free(), manifest=manifest,
                   workdir=Path(tempfile.mkdtemp(prefix=f"simplytalk-bench-{suffix}-")), host_args=["--with-bench"])
     quiet.start()
-    saved = {k: os.environ.get(k) for k in quiet.client_env()}
-    os.environ.update(quiet.client_env())
     try:
-        yield quiet
+        with quiet.exported_env():
+            yield quiet
     finally:
         quiet.stop()
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value

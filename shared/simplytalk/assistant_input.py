@@ -16,7 +16,7 @@ isSubscribed and scrapedContent; sending them is an unknown-field 400.
 from __future__ import annotations
 
 import unicodedata
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 from urllib.parse import urlsplit
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
@@ -24,13 +24,11 @@ from pydantic.alias_generators import to_camel
 
 # The Realtime API's voices and transcription models (checked against the
 # installed openai SDK's types by tests/unit/test_assistant_input.py).
-REALTIME_VOICES = ("alloy", "ash", "ballad", "coral", "echo", "sage", "shimmer", "verse", "marin", "cedar")
-TRANSCRIPTION_MODELS = ("whisper-1", "gpt-4o-transcribe", "gpt-4o-mini-transcribe",
-                        "gpt-4o-transcribe-diarize")
-
 Voice = Literal["alloy", "ash", "ballad", "coral", "echo", "sage", "shimmer", "verse", "marin", "cedar"]
 TranscriptionModel = Literal["whisper-1", "gpt-4o-transcribe", "gpt-4o-mini-transcribe",
                              "gpt-4o-transcribe-diarize"]
+REALTIME_VOICES: tuple[str, ...] = get_args(Voice)
+TRANSCRIPTION_MODELS: tuple[str, ...] = get_args(TranscriptionModel)
 
 MAX_SCRAPED_URLS = 10
 

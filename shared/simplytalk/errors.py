@@ -84,6 +84,3 @@ class ResourceExhausted(ApiError):
 class Unavailable(ApiError):
     http_status, status = 503, "UNAVAILABLE"
 
-
-class RetryableEventError(SimplyTalkError):
-    """An event handler could not finish; raising it asks the platform to redeliver."""

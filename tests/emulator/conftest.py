@@ -33,16 +33,12 @@ def stack() -> Iterator[Stack]:
     except UnsafeTarget as exc:
         pytest.exit(str(exc), returncode=2)
     candidate.start()
-    saved = {k: os.environ.get(k) for k in candidate.client_env()}
-    os.environ.update(candidate.client_env())
-    yield candidate
-    candidate.stop()
-    for key, value in saved.items():
-        if value is None:
-            os.environ.pop(key, None)
-        else:
-            os.environ[key] = value
-    left = [p for p in (ports.firestore, ports.auth, ports.pubsub, ports.functions) if port_open(p)]
+    try:
+        with candidate.exported_env():
+            yield candidate
+    finally:
+        candidate.stop()
+    left = [p for p in (ports.firestore, ports.auth, ports.pubsub, ports.functions, ports.stripe) if port_open(p)]
     assert not left, f"ports still open after the stack stopped: {left}"
 
 

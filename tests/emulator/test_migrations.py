@@ -13,7 +13,7 @@ import pytest
 from simplytalk.services.aggregation import read_aggregate
 
 from devtools.stack import Stack
-from migrations import m001_token_usage, m002_assistant_refs
+from migrations import m002_assistant_refs
 from migrations.runner import run_all
 
 WHEN = dt.datetime(2026, 9, 1, tzinfo=dt.UTC)
@@ -203,5 +203,3 @@ def _fresh(module: ModuleType, number: int) -> ModuleType:
     setattr(copy, "NUMBER", number)  # noqa: B010
     return copy
 
-
-_ = m001_token_usage

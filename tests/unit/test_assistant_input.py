@@ -10,8 +10,6 @@ from simplytalk.assistant_input import (
     TRANSCRIPTION_MODELS,
     AssistantCreate,
     AssistantPatch,
-    TranscriptionModel,
-    Voice,
 )
 from simplytalk.errors import InvalidArgument
 from simplytalk.http import parse_model
@@ -34,8 +32,8 @@ def test_voices_and_models_are_the_sdks() -> None:
     sdk_voices = _sdk_literal(RealtimeAudioConfigOutput.model_fields["voice"].annotation)
     sdk_models = _sdk_literal(AudioTranscription.model_fields["model"].annotation)
 
-    assert set(REALTIME_VOICES) == set(typing.get_args(Voice)) <= sdk_voices
-    assert set(TRANSCRIPTION_MODELS) == set(typing.get_args(TranscriptionModel)) <= sdk_models
+    assert set(REALTIME_VOICES) <= sdk_voices
+    assert set(TRANSCRIPTION_MODELS) <= sdk_models
 
 
 def test_create_fills_defaults_in_camel_case() -> None:

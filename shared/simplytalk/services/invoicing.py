@@ -78,8 +78,9 @@ def invoice_document(uid: str, period: str, priced: PricedInvoice, period_card: 
 @dataclass
 class UserOutcome:
     uid: str
-    outcome: str  # created | exists | no-usage | would-create
+    outcome: str  # created | exists | no-usage | would-create | failed
     total: int = 0
+    invoice: dict[str, Any] | None = None  # the document just created (spares settle a read)
 
 
 def invoice_user(db: Client, uid: str, period: str, cards: list[RateCard], now: dt.datetime,
@@ -108,8 +109,9 @@ def invoice_user(db: Client, uid: str, period: str, cards: list[RateCard], now: 
             per = dict(billed.get(item.usage_period) or {})
             per[item.assistant_id] = dict(zip(FIGURE_FIELDS, current.astuple(), strict=True))
             billed[item.usage_period] = per
+        document = invoice_document(uid, period, priced, card_for(period, cards), now)
         batch = db.batch()
-        batch.create(invoice_ref, invoice_document(uid, period, priced, card_for(period, cards), now))
+        batch.create(invoice_ref, document)
         ledger_doc = {"userId": uid, "billed": billed, "lastInvoiceId": invoice_ref.id, "updatedAt": now}
         if ledger_snap.exists:
             batch.update(ledger_ref, ledger_doc,
@@ -120,7 +122,7 @@ def invoice_user(db: Client, uid: str, period: str, cards: list[RateCard], now: 
             batch.commit()
         except (gexc.AlreadyExists, gexc.FailedPrecondition, gexc.Aborted):
             continue  # another run got there first: look again
-        return UserOutcome(uid, "created", priced.total)
+        return UserOutcome(uid, "created", priced.total, document)
     raise RuntimeError(f"could not invoice {uid} for {period}: too much contention")
 
 
@@ -151,12 +153,13 @@ class RunSummary:
 def run_period(db: Client, period: str, cards: list[RateCard], now: Callable[[], dt.datetime],
                dry_run: bool = False, progress: Callable[[RunSummary], None] | None = None,
                page_size: int = USERS_PAGE, stop_after: float | None = None,
-               settle: Callable[[str], str] | None = None, workers: int = 8) -> RunSummary:
+               settle: Callable[[str, dict[str, Any] | None], str] | None = None,
+               workers: int = 8) -> RunSummary:
     """Invoice every user with unbilled usage up to `period`; resumes an unfinished run.
 
     With `stop_after` (seconds), returns before finishing once the budget is spent
-    (summary.completed False): the caller continues it later. `settle(invoice_id)`
-    runs after each user's invoice is created or found (the Stripe step; it must be
+    (summary.completed False): the caller continues it later. `settle(invoice_id, document)`
+    runs after each user's invoice is created (document given) or found (None) (the Stripe step; it must be
     idempotent: a rerun calls it again for invoices a crash left half done). Users of a
     page are invoiced by `workers` threads; the cursor moves only after a whole page.
     """
@@ -181,7 +184,7 @@ def run_period(db: Client, period: str, cards: list[RateCard], now: Callable[[],
             try:
                 outcome = invoice_user(db, uid, period, cards, now(), dry_run)
                 if settle and outcome.outcome in ("created", "exists"):
-                    settle(invoice_id(uid, period))
+                    settle(invoice_id(uid, period), outcome.invoice)
                 return outcome
             except Exception as exc:  # one user's problem must not stop the month's run
                 log.error("invoicing %s for %s failed: %r", uid, period, exc,
@@ -256,13 +259,13 @@ def list_invoices(db: Client, uid: str, size: int,
     return items, next_token
 
 
-def stripe_settler(db: Client, client: Any, now: Callable[[], dt.datetime]) -> Callable[[str], str]:
+def stripe_settler(db: Client, client: Any,
+                   now: Callable[[], dt.datetime]) -> Callable[[str, dict[str, Any] | None], str]:
     """`settle` for run_period: push a draft invoice to Stripe (idempotent)."""
     from simplytalk.services.payments import push_invoice
 
-    def settle(invoice: str) -> str:
-        snap = db.collection(col.INVOICES).document(invoice).get()
-        data = snap.to_dict() or {}
+    def settle(invoice: str, known: dict[str, Any] | None) -> str:
+        data = known if known is not None else (db.collection(col.INVOICES).document(invoice).get().to_dict() or {})
         if data.get("status") != "draft":
             return "settled"
         return push_invoice(db, client, data, now())
