@@ -1,4 +1,8 @@
-"""The one exception tree. `simplytalk.http` maps it to HTTP in one place."""
+"""The one exception tree, in the canonical error vocabulary (google.rpc.Code).
+
+Services and the core raise these without knowing about HTTP; `simplytalk.http`
+maps them to the contract's statuses in one table (`ERROR_STATUS`), at the edge.
+"""
 
 from __future__ import annotations
 
@@ -20,10 +24,7 @@ class ConfigError(SimplyTalkError):
 
 
 class ApiError(SimplyTalkError):
-    """An error a caller sees, in Google's JSON error shape."""
-
-    http_status = 500
-    status = "INTERNAL"
+    """An error a caller sees: a message and, for bad input, the fields at fault."""
 
     def __init__(self, message: str, details: list[FieldViolation] | None = None) -> None:
         super().__init__(message)
@@ -32,55 +33,55 @@ class ApiError(SimplyTalkError):
 
 
 class InvalidArgument(ApiError):
-    http_status, status = 400, "INVALID_ARGUMENT"
+    """The request is malformed; the details name the fields."""
 
 
 class Unauthenticated(ApiError):
-    http_status, status = 401, "UNAUTHENTICATED"
+    """No valid credentials."""
 
 
 class PaymentRequired(ApiError):
-    http_status, status = 402, "FAILED_PRECONDITION"
+    """The caller must add a payment method or subscribe first."""
 
 
 class PermissionDenied(ApiError):
-    http_status, status = 403, "PERMISSION_DENIED"
+    """Authenticated, but not allowed to do this."""
 
 
 class FailedPrecondition(ApiError):
-    http_status, status = 403, "FAILED_PRECONDITION"
+    """The system is not in a state that allows this (the caller must change something first)."""
 
 
 class NotFound(ApiError):
-    http_status, status = 404, "NOT_FOUND"
+    """No such resource, or one the caller may not know exists."""
 
 
 class MethodNotAllowed(ApiError):
-    http_status, status = 405, "METHOD_NOT_ALLOWED"
-
     def __init__(self, message: str, allowed: list[str]) -> None:
         super().__init__(message)
         self.allowed = allowed
 
 
 class Conflict(ApiError):
-    http_status, status = 409, "ALREADY_EXISTS"
+    """The resource already exists."""
 
 
 class Aborted(ApiError):
     """Lost a race with a concurrent change; the caller may simply retry."""
 
-    http_status, status = 409, "ABORTED"
-
 
 class PayloadTooLarge(ApiError):
-    http_status, status = 413, "OUT_OF_RANGE"
+    """The request body is over the limit."""
 
 
 class ResourceExhausted(ApiError):
-    http_status, status = 429, "RESOURCE_EXHAUSTED"
+    """A quota or rate limit; `retry_after` (seconds) says when trying again may work."""
+
+    def __init__(self, message: str, details: list[FieldViolation] | None = None,
+                 retry_after: int | None = None) -> None:
+        super().__init__(message, details)
+        self.retry_after = retry_after
 
 
 class Unavailable(ApiError):
-    http_status, status = 503, "UNAVAILABLE"
-
+    """A dependency (Stripe, OpenAI) cannot be reached right now; retrying later may work."""

@@ -28,12 +28,20 @@ from simplytalk import logs
 from simplytalk.auth import Caller, bearer_token, verify_id_token
 from simplytalk.config import settings
 from simplytalk.errors import (
+    Aborted,
     ApiError,
+    Conflict,
+    FailedPrecondition,
     FieldViolation,
     InvalidArgument,
     MethodNotAllowed,
     NotFound,
     PayloadTooLarge,
+    PaymentRequired,
+    PermissionDenied,
+    ResourceExhausted,
+    Unauthenticated,
+    Unavailable,
 )
 from simplytalk.ids import valid_document_id
 
@@ -41,6 +49,30 @@ if TYPE_CHECKING:
     import flask
 
 log = logs.get_logger("http")
+
+# The contract's HTTP status and canonical status for each error (AIP-193), in one place.
+ERROR_STATUS: dict[type[ApiError], tuple[int, str]] = {
+    InvalidArgument: (400, "INVALID_ARGUMENT"),
+    Unauthenticated: (401, "UNAUTHENTICATED"),
+    PaymentRequired: (402, "FAILED_PRECONDITION"),
+    PermissionDenied: (403, "PERMISSION_DENIED"),
+    FailedPrecondition: (403, "FAILED_PRECONDITION"),
+    NotFound: (404, "NOT_FOUND"),
+    MethodNotAllowed: (405, "METHOD_NOT_ALLOWED"),
+    Conflict: (409, "ALREADY_EXISTS"),
+    Aborted: (409, "ABORTED"),
+    PayloadTooLarge: (413, "OUT_OF_RANGE"),
+    ResourceExhausted: (429, "RESOURCE_EXHAUSTED"),
+    Unavailable: (503, "UNAVAILABLE"),
+}
+INTERNAL = (500, "INTERNAL")
+
+
+def status_of(exc: ApiError) -> tuple[int, str]:
+    for cls in type(exc).__mro__:
+        if cls in ERROR_STATUS:
+            return ERROR_STATUS[cls]
+    return INTERNAL
 M = TypeVar("M", bound=BaseModel)
 JSON_HEADERS = {"Content-Type": "application/json"}
 
@@ -190,16 +222,15 @@ def _serialize(reply: Reply) -> tuple[str, int, dict[str, str]]:
 
 def error_response(exc: ApiError) -> tuple[str, int, dict[str, str]]:
     """The contract's error body (Google's JSON error shape) for any ApiError."""
-    error: dict[str, Any] = {
-        "code": exc.http_status,
-        "status": exc.status,
-        "message": exc.message,
-    }
+    code, status = status_of(exc)
+    error: dict[str, Any] = {"code": code, "status": status, "message": exc.message}
     if exc.details:
         error["details"] = [{"field": d.field, "description": d.description} for d in exc.details]
     headers = dict(JSON_HEADERS)
     if isinstance(exc, MethodNotAllowed):
         headers["Allow"] = ", ".join(exc.allowed)
-    if exc.http_status >= 500:
-        log.error("%s: %s", exc.status, exc.message)
-    return json.dumps({"error": error}), exc.http_status, headers
+    if isinstance(exc, ResourceExhausted) and exc.retry_after is not None:
+        headers["Retry-After"] = str(exc.retry_after)
+    if code >= 500:
+        log.error("%s: %s", status, exc.message)
+    return json.dumps({"error": error}), code, headers

@@ -36,7 +36,7 @@ def get_thing(req: ApiRequest) -> Reply:
     if req.params["thing_id"] == "boom":
         raise RuntimeError("secret internals")
     if req.params["thing_id"] == "busy":
-        raise ResourceExhausted("slow down")
+        raise ResourceExhausted("slow down", retry_after=30)
     return Reply(200, {"id": req.params["thing_id"]})
 
 
@@ -124,7 +124,19 @@ def test_unexpected_error_is_500_without_internals() -> None:
 
 
 def test_api_errors_keep_their_status() -> None:
-    assert call("GET", "/busy")[0] == 429
+    status, headers, _ = call("GET", "/busy")
+
+    assert (status, headers["Retry-After"]) == (429, "30")
+
+
+def test_every_error_of_the_tree_has_its_status_in_the_one_table() -> None:
+    from simplytalk import errors
+    from simplytalk.http import ERROR_STATUS
+
+    declared = {cls for cls in vars(errors).values()
+                if isinstance(cls, type) and issubclass(cls, errors.ApiError) and cls is not errors.ApiError}
+
+    assert declared == set(ERROR_STATUS)
 
 
 def test_no_content_has_no_body() -> None:
