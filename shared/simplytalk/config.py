@@ -35,6 +35,17 @@ class Settings:
     stripe_api_base: str | None = None  # a local Stripe (tests, `make run`); demo- projects only
     stripe_webhook_secret: str | None = None
     stripe_price_id: str = "price_simplytalk_minutes"
+    # OpenAI Realtime calls (see simplytalk.realtime and services/realtime_*)
+    openai_api_key: str | None = None
+    openai_base_url: str | None = None  # a local OpenAI (tests, `make run`); demo- projects only
+    realtime_model: str = "gpt-realtime-1.5"
+    free_minutes: int = 30  # a month, for users without a subscription
+    max_concurrent_calls: int = 2  # per user
+    max_call_seconds: int = 3600  # OpenAI ends a Realtime session at 60 minutes too
+    call_idle_seconds: int = 300  # no event at all from a call this long: it is over
+    tap_run_seconds: int = 480  # one tap run, under the realtime-tap function's 540 s timeout
+    tap_lease_seconds: int = 15  # a tap that stops renewing is replaced after this long
+    max_session_tampering: int = 3  # browser changes undone before the call is ended
 
     @property
     def is_demo(self) -> bool:
@@ -56,18 +67,23 @@ class Settings:
                 raise ConfigError(f"{var} is set but project {project!r} is not a demo- project")
             return value
 
-        def positive_int(var: str, default: int) -> int:
+        def positive_int(var: str, default: int, minimum: int = 1) -> int:
             try:
                 value = int(env.get(var, str(default)))
             except ValueError as exc:
                 raise ConfigError(f"{var} must be an integer") from exc
-            if value < 1:
-                raise ConfigError(f"{var} must be at least 1")
+            if value < minimum:
+                raise ConfigError(f"{var} must be at least {minimum}")
             return value
 
         stripe_base = env.get("STRIPE_API_BASE") or ("http://127.0.0.1:12111" if demo else None)
         if stripe_base and not demo:
             raise ConfigError("STRIPE_API_BASE (a local Stripe) is for demo- projects only")
+        openai_base = env.get("OPENAI_BASE_URL") or ("http://127.0.0.1:12112/v1" if demo else None)
+        if openai_base and not demo:
+            raise ConfigError("OPENAI_BASE_URL (a local OpenAI) is for demo- projects only")
+        tap_run = positive_int("SIMPLYTALK_TAP_RUN_SECONDS", 480, minimum=2)
+        tap_lease = positive_int("SIMPLYTALK_TAP_LEASE_SECONDS", 15, minimum=2)
         allow_loopback = env.get("SIMPLYTALK_SCRAPE_ALLOW_LOOPBACK", "") == "1"
         if allow_loopback and not demo:
             raise ConfigError("SIMPLYTALK_SCRAPE_ALLOW_LOOPBACK is for local tests only (demo- projects)")
@@ -86,6 +102,16 @@ class Settings:
             stripe_api_base=stripe_base,
             stripe_webhook_secret=env.get("STRIPE_WEBHOOK_SECRET") or ("whsec_local" if demo else None),
             stripe_price_id=env.get("STRIPE_PRICE_ID") or "price_simplytalk_minutes",
+            openai_api_key=env.get("OPENAI_API_KEY") or ("sk-local" if demo else None),
+            openai_base_url=openai_base,
+            realtime_model=env.get("SIMPLYTALK_REALTIME_MODEL") or "gpt-realtime-1.5",
+            free_minutes=positive_int("SIMPLYTALK_FREE_MINUTES", 30, minimum=0),
+            max_concurrent_calls=positive_int("SIMPLYTALK_MAX_CONCURRENT_CALLS", 2),
+            max_call_seconds=positive_int("SIMPLYTALK_MAX_CALL_SECONDS", 3600),
+            call_idle_seconds=positive_int("SIMPLYTALK_CALL_IDLE_SECONDS", 300),
+            tap_run_seconds=tap_run,
+            tap_lease_seconds=tap_lease,
+            max_session_tampering=positive_int("SIMPLYTALK_MAX_SESSION_TAMPERING", 3, minimum=0),
         )
 
     def export_emulator_hosts(self) -> None:

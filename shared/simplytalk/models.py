@@ -30,11 +30,18 @@ class TokenCounts(CamelModel):
     output_tokens: NonNegativeInt = 0
 
 
+class CachedTokenDetails(CamelModel):
+    text_tokens: NonNegativeInt = 0
+    audio_tokens: NonNegativeInt = 0
+    image_tokens: NonNegativeInt = 0
+
+
 class InputTokenDetails(CamelModel):
     text_tokens: NonNegativeInt = 0
     audio_tokens: NonNegativeInt = 0
     cached_tokens: NonNegativeInt = 0
     image_tokens: NonNegativeInt = 0
+    cached_tokens_details: CachedTokenDetails = Field(default_factory=CachedTokenDetails)
 
 
 class OutputTokenDetails(CamelModel):
@@ -123,13 +130,47 @@ class OpenAIAssistant(CamelModel):
     updated_at: datetime
 
 
+UsageKind = Literal["response", "transcription", "call"]
+
+
 class UsageEvent(CamelModel):
-    """`usageEvents/{eventId}`: immutable raw usage keyed by the provider's own id."""
+    """`usageEvents/{eventId}`: immutable raw usage keyed by the provider's own id.
+
+    OpenAI Realtime calls give three kinds: a `response` (its `response.done` usage,
+    keyed by the response id), a `transcription` of the caller's speech (keyed by the
+    item id; its `transcription` usage is the transcription model's, priced apart and
+    not part of the billed token figures), and the `call` itself when it ends (keyed
+    by the call id; `callSeconds`, for rate cards billed by call duration).
+    """
 
     user_id: str
     assistant_id: str
     provider: Literal["openai", "vapi"]
+    kind: UsageKind | None = None
+    call_id: str | None = None
     model: str | None = None
     occurred_at: datetime
     usage: RealtimeUsage | None = None
+    transcription: dict[str, Any] | None = None
     call_seconds: float | None = Field(default=None, ge=0)
+
+
+class RealtimeCall(CamelModel):
+    """`realtimeCalls/{callId}` (the id is OpenAI's): one Realtime call the server started and watches."""
+
+    id: str = Field(exclude=True)
+    user_id: str
+    assistant_id: str
+    model: str
+    status: Literal["active", "ended"]
+    started_at: datetime
+    ended_at: datetime | None = None
+    ended_reason: str | None = None
+    duration_seconds: float | None = None
+    usage: TokenCounts = Field(default_factory=TokenCounts)
+    responses: NonNegativeInt = 0
+    transcript_entries: NonNegativeInt = 0
+    last_event_at: datetime | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"callId": self.id, **super().to_json()}

@@ -39,3 +39,16 @@ def test_environment_overrides_defaults() -> None:
 def test_bad_number_is_a_config_error() -> None:
     with pytest.raises(ConfigError):
         Settings.from_env({"SIMPLYTALK_MAX_BODY_BYTES": "lots"})
+
+
+def test_the_local_openai_is_for_demo_projects_only() -> None:
+    assert Settings.from_env({}).openai_base_url == "http://127.0.0.1:12112/v1"
+    assert Settings.from_env({"GOOGLE_CLOUD_PROJECT": "simplytalk-prod"}).openai_base_url is None
+    with pytest.raises(ConfigError):
+        Settings.from_env({"GOOGLE_CLOUD_PROJECT": "simplytalk-prod", "OPENAI_BASE_URL": "http://127.0.0.1:1/v1"})
+
+
+def test_no_free_minutes_is_a_setting_but_no_concurrent_calls_is_not() -> None:
+    assert Settings.from_env({"SIMPLYTALK_FREE_MINUTES": "0"}).free_minutes == 0
+    with pytest.raises(ConfigError):
+        Settings.from_env({"SIMPLYTALK_MAX_CONCURRENT_CALLS": "0"})

@@ -1,0 +1,169 @@
+"""Realtime calls for the `realtime-calls` API: start one (gated), list, read, hang up.
+
+A call starts only through here: the server builds the session from the
+assistant, creates the call with OpenAI, records it, and has a tap run watch it
+(services/realtime_tap.py), so every call is metered. Gates, in order: the
+assistant is the caller's (NotFound), the caller is subscribed or inside the
+monthly free allowance (PaymentRequired), a concurrent-call slot is free
+(ResourceExhausted; slots are documents created atomically, so concurrent
+starts cannot overshoot).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from simplytalk import logs
+from simplytalk.billing import format_minutes, period_of
+from simplytalk.errors import FieldViolation, InvalidArgument, NotFound, PaymentRequired, ResourceExhausted
+from simplytalk.models import RealtimeCall
+from simplytalk.openai_gateway import RealtimeGateway
+from simplytalk.paging import decode_token, encode_token
+from simplytalk.realtime import CallStatus, EndReason, SessionPlan, StartCall
+from simplytalk.repositories.accounts import Accounts
+from simplytalk.repositories.calls import CallRecord, CallRepository
+from simplytalk.tap_queue import TapQueue
+
+log = logs.get_logger("realtime-calls")
+SLOT_RETRY_AFTER_S = 30
+
+
+@dataclass(frozen=True)
+class CallLimits:
+    model: str
+    free_minutes: int
+    max_concurrent: int
+
+
+@dataclass(frozen=True)
+class CallDeps:
+    calls: CallRepository
+    accounts: Accounts
+    gateway: RealtimeGateway
+    taps: TapQueue
+    clock: Callable[[], dt.datetime]
+    limits: CallLimits
+
+
+@dataclass(frozen=True)
+class StartedCall:
+    record: CallRecord
+    answer_sdp: str
+
+    def to_json(self) -> dict[str, Any]:
+        call = self.record.call
+        return {"callId": call.id, "assistantId": call.assistant_id, "sdp": self.answer_sdp,
+                "startedAt": call.to_json()["startedAt"], "model": call.model, "status": call.status}
+
+
+def start_call(deps: CallDeps, uid: str, request: StartCall) -> StartedCall:
+    assistant = deps.accounts.owned_assistant(uid, request.assistant_id)
+    now = deps.clock()
+    period = period_of(now)
+    card = deps.accounts.rate_card(period)
+    used = deps.accounts.period_usage(uid, period).minutes(card)
+    if not deps.accounts.is_subscribed(uid) and used >= deps.limits.free_minutes:
+        raise PaymentRequired(f"the free allowance of {deps.limits.free_minutes} minutes this month is used "
+                              f"({format_minutes(used)} minutes); subscribe to keep calling")
+    slot = deps.calls.reserve_slot(uid, deps.limits.max_concurrent, now)
+    if slot is None:
+        raise ResourceExhausted(f"at most {deps.limits.max_concurrent} calls at once; end one first",
+                                retry_after=SLOT_RETRY_AFTER_S)
+    plan = SessionPlan.for_assistant(assistant, deps.limits.model)
+    try:
+        created = deps.gateway.create_call(request.sdp, plan.session())
+    except BaseException:
+        deps.calls.release_slot(uid, slot, None)
+        raise
+    record = CallRecord(
+        call=RealtimeCall(id=created.call_id, user_id=uid, assistant_id=assistant.id, model=plan.model,
+                          status=CallStatus.ACTIVE.value, started_at=now, last_event_at=now),
+        plan=plan, period=period, baseline_minutes=used, slot=slot)
+    try:
+        deps.calls.add(record)
+    except BaseException:
+        _abandon(deps, record, recorded=False)
+        raise
+    try:
+        deps.taps.start(record.id, 0)
+    except BaseException:  # a call nobody watches would be unmetered: end it now
+        _abandon(deps, record, recorded=True)
+        raise
+    log.info("call %s started for %s", record.id, uid,
+             extra={"fields": {"callId": record.id, "uid": uid, "assistantId": assistant.id, "slot": slot}})
+    return StartedCall(record, created.answer_sdp)
+
+
+def _abandon(deps: CallDeps, record: CallRecord, recorded: bool) -> None:
+    if recorded:
+        with contextlib.suppress(Exception):
+            deps.calls.request_end(record.id, EndReason.NOT_WATCHED)
+    with contextlib.suppress(Exception):
+        deps.gateway.hang_up(record.id)
+    with contextlib.suppress(Exception):
+        if recorded:
+            deps.calls.end(record.id, EndReason.NOT_WATCHED, deps.clock())
+        elif record.slot is not None:
+            deps.calls.release_slot(record.call.user_id, record.slot, None)
+
+
+def owned_call(deps: CallDeps, uid: str, call_id: str) -> CallRecord:
+    record = deps.calls.get(call_id)
+    if record is None or record.call.user_id != uid:
+        raise NotFound("call not found")  # another user's looks the same as none
+    return record
+
+
+def hang_up(deps: CallDeps, uid: str, call_id: str) -> RealtimeCall:
+    record = owned_call(deps, uid, call_id)
+    if record.active:
+        deps.calls.request_end(call_id, EndReason.HUNG_UP)
+        deps.gateway.hang_up(call_id)  # False: OpenAI had ended it already; ending it here is right either way
+        done = deps.calls.end(call_id, EndReason.HUNG_UP, deps.clock())
+        if done is not None:
+            return done.call
+    return owned_call(deps, uid, call_id).call
+
+
+def list_calls(deps: CallDeps, uid: str, size: int, token: str | None) -> tuple[list[dict[str, Any]], str | None]:
+    cursor = decode_token(token, ("startedAt", "id"), times=("startedAt",), ids=("id",))
+    after = (_cursor_time(cursor["startedAt"]), cursor["id"]) if cursor else None
+    records = deps.calls.page(uid, size + 1, after)
+    page = [r.call for r in records[:size]]
+    next_token = None
+    if len(records) > size:
+        last = page[-1]
+        next_token = encode_token({"startedAt": last.started_at.isoformat(), "id": last.id})
+    return [c.to_json() for c in page], next_token
+
+
+def transcript(deps: CallDeps, uid: str, call_id: str, size: int,
+               token: str | None) -> tuple[list[dict[str, Any]], str | None]:
+    owned_call(deps, uid, call_id)
+    cursor = decode_token(token, ("at", "id"), times=("at",), ids=("id",))
+    after = (_cursor_time(cursor["at"]), cursor["id"]) if cursor else None
+    entries = deps.calls.transcript(call_id, size + 1, after)
+    lines = [{"itemId": e["itemId"], "role": e.get("role"), "text": e.get("text"),
+              "at": e["at"], "responseId": e.get("responseId")} for e in entries[:size]]
+    next_token = None
+    if len(entries) > size:
+        next_token = encode_token({"at": lines[-1]["at"].isoformat(), "id": lines[-1]["itemId"]})
+    for line in lines:
+        line["at"] = line["at"].astimezone(dt.UTC).isoformat().replace("+00:00", "Z")
+    return lines, next_token
+
+
+def _cursor_time(value: str) -> dt.datetime:
+    """A page token's time as UTC; one no stored time can have is a 400, never a 500 later."""
+    try:
+        parsed = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+        if parsed.tzinfo is None:
+            raise ValueError("naive time")
+        return parsed.astimezone(dt.UTC)
+    except (ValueError, OverflowError) as exc:
+        raise InvalidArgument("pageToken: not a token this API issued",
+                              [FieldViolation("pageToken", "not a token this API issued")]) from exc

@@ -1,0 +1,357 @@
+"""The usage tap: a run that watches one call over its sideband connection and meters it.
+
+A run (one `realtime-tap` delivery) holds the call's lease (`realtimeTaps/{callId}`),
+connects the sideband and feeds every server event to a `CallWatcher`, carrying out
+what it asks: record usage (exactly once: the event id is OpenAI's own id), put back
+a session the browser changed, hang up (allowance, maximum length, idle, tampering).
+A ticker thread renews the lease and asks the watcher about the clock.
+
+Lives longer than one function timeout through generations: before its budget runs
+out, a run publishes the next generation, which connects and takes the lease over
+(a newer generation always wins); the old run sees that on its next renewal and
+leaves. Both watch the call for a moment, which is harmless: every write is
+idempotent. A dropped sideband is reconnected within the run; a run that cannot
+reconnect raises (Pub/Sub redelivers); a run whose instance died stops renewing, and
+the redelivered message (or the watchdog sweep) takes the lease over once it expires.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import StrEnum
+from fractions import Fraction
+from typing import Any
+
+from simplytalk import logs
+from simplytalk.errors import SimplyTalkError
+from simplytalk.ids import valid_document_id
+from simplytalk.openai_gateway import CallGone, RealtimeGateway, Sideband, SidebandLost
+from simplytalk.realtime import (
+    MAX_TRANSCRIPT_ENTRIES,
+    Action,
+    CallWatcher,
+    EndReason,
+    HangUp,
+    RecordResponse,
+    RecordTranscription,
+    SendEvent,
+    WatchPolicy,
+)
+from simplytalk.repositories.accounts import Accounts
+from simplytalk.repositories.calls import CallRecord, CallRepository
+from simplytalk.tap_queue import TapQueue
+
+log = logs.get_logger("realtime-tap")
+
+
+class TapOutcome(StrEnum):
+    NO_SUCH_CALL = "no-such-call"
+    ALREADY_ENDED = "already-ended"
+    STALE = "stale"  # a newer generation watches the call
+    BUSY = "busy"  # a live run of this generation watches it
+    CALL_ENDED = "call-ended"
+    HANDED_OVER = "handed-over"
+    LEASE_LOST = "lease-lost"
+    CONTINUED = "continued"  # budget spent; the next generation was started
+
+
+@dataclass(frozen=True)
+class TapSettings:
+    run_seconds: float
+    lease_seconds: float
+    policy: WatchPolicy
+    tick_seconds: float = 0.25
+    handover_seconds: float = 20.0  # start the next generation this long before the budget ends
+    reconnect_seconds: float = 30.0  # give up reconnecting (and let Pub/Sub retry) after this long
+    counters_every_seconds: float = 5.0  # re-read the period's counters (other calls) this often
+
+    @property
+    def lease(self) -> dt.timedelta:
+        return dt.timedelta(seconds=self.lease_seconds)
+
+
+@dataclass(frozen=True)
+class TapDeps:
+    calls: CallRepository
+    accounts: Accounts
+    gateway: RealtimeGateway
+    taps: TapQueue
+    clock: Callable[[], dt.datetime]
+
+
+class _Stop(StrEnum):
+    CALL_ENDED = "call-ended"
+    LEASE_LOST = "lease-lost"
+    BUDGET = "budget"
+
+
+def run_tap(deps: TapDeps, settings: TapSettings, call_id: str, generation: int, owner: str) -> TapOutcome:
+    record = deps.calls.get(call_id)
+    if record is None:
+        return TapOutcome.NO_SUCH_CALL
+    if not record.active:
+        return TapOutcome.ALREADY_ENDED
+    previous = deps.calls.lease(call_id)
+    outcome = _acquire(deps, settings, call_id, generation, owner)
+    if outcome is not None:
+        return outcome
+    seen = [record.call.started_at, record.call.last_event_at, previous.last_event_at if previous else None]
+    last_seen = max(t for t in seen if t is not None)
+    run = _Run(deps, settings, record, generation, owner, last_seen)
+    try:
+        return run.watch()
+    finally:
+        run.finish()
+
+
+def _acquire(deps: TapDeps, settings: TapSettings, call_id: str, generation: int, owner: str) -> TapOutcome | None:
+    """None once the lease is ours. A busy lease is waited out for one lease period: a live
+    holder renews it (then this delivery is a duplicate); a dead one lets it expire."""
+    give_up = time.monotonic() + settings.lease_seconds + 2 * settings.tick_seconds + 1
+    while True:
+        outcome = deps.calls.acquire_lease(call_id, owner, generation, deps.clock(), settings.lease)
+        if outcome == "acquired":
+            return None
+        if outcome == "stale":
+            return TapOutcome.STALE
+        if time.monotonic() > give_up:
+            return TapOutcome.BUSY
+        time.sleep(min(1.0, settings.lease_seconds / 4))
+
+
+class _Run:
+    def __init__(self, deps: TapDeps, settings: TapSettings, record: CallRecord, generation: int,
+                 owner: str, last_seen: dt.datetime) -> None:
+        self.deps, self.settings, self.record = deps, settings, record
+        self.generation, self.owner = generation, owner
+        self.call_id = record.id
+        self.started = time.monotonic()
+        card = deps.accounts.rate_card(record.period)
+        self.watcher = CallWatcher(
+            plan=record.plan, policy=settings.policy, card=card, started_at=record.call.started_at,
+            last_event_at=last_seen, subscribed=deps.accounts.is_subscribed(record.call.user_id),
+            baseline=record.baseline_minutes, call_tokens=record.call.usage.total_tokens)
+        self.card = card
+        self.entries = record.call.transcript_entries
+        self.lock = threading.RLock()  # the watcher and the sideband are shared with the ticker
+        self.stop_reason: _Stop | None = None
+        self.stopped = threading.Event()
+        self.sideband: Sideband | None = None
+        self.continued = False
+        self.greeted = record.greeted
+        self.next_renewal = time.monotonic() + settings.lease_seconds / 3
+        self.next_counters = 0.0
+
+    # -- the run ---------------------------------------------------------------------------
+    def watch(self) -> TapOutcome:
+        ticker = threading.Thread(target=self._tick_loop, name=f"tap-ticker-{self.call_id}", daemon=True)
+        ticker.start()
+        try:
+            self._watch_connections()
+        finally:
+            self.stopped.set()
+            ticker.join(timeout=5)
+        if self.stop_reason == _Stop.CALL_ENDED:
+            return TapOutcome.CALL_ENDED
+        if self.stop_reason == _Stop.LEASE_LOST:
+            return TapOutcome.HANDED_OVER if self.continued else TapOutcome.LEASE_LOST
+        if not self.continued:
+            self.deps.taps.start(self.call_id, self.generation + 1)
+            self.continued = True
+        return TapOutcome.CONTINUED
+
+    def finish(self) -> None:
+        if self.stop_reason != _Stop.LEASE_LOST:
+            with contextlib.suppress(Exception):
+                self.deps.calls.release_lease(self.call_id, self.owner, self.deps.clock())
+
+    def _watch_connections(self) -> None:
+        lost_since: float | None = None
+        delay = 0.1
+        while not self.stopped.is_set():
+            try:
+                sideband = self.deps.gateway.connect(self.call_id)
+            except CallGone:
+                self._ended(EndReason.COMPLETED)
+                return
+            except SidebandLost as exc:
+                lost_since = lost_since or time.monotonic()
+                if time.monotonic() - lost_since > self.settings.reconnect_seconds:
+                    raise SidebandLost(f"call {self.call_id}: no sideband for "
+                                       f"{self.settings.reconnect_seconds:.0f} s: {exc}") from exc
+                time.sleep(delay)
+                delay = min(2.0, delay * 2)
+                continue
+            lost_since, delay = None, 0.1
+            with self.lock:
+                self.sideband = sideband
+            try:
+                for event in sideband.events():
+                    self._on_event(event)
+                    if self.stopped.is_set():
+                        break
+            except SidebandLost as exc:
+                log.warning("call %s: %s; reconnecting", self.call_id, exc,
+                            extra={"fields": {"callId": self.call_id}})
+                lost_since = time.monotonic()
+            finally:
+                with self.lock:
+                    self.sideband = None
+                sideband.close()
+            # Closed normally: OpenAI ended the call, or this run closed it to stop. The next
+            # connect tells which (OpenAI refuses a sideband to an ended call).
+
+    def _stop(self, reason: _Stop) -> None:
+        with self.lock:
+            if self.stop_reason is None:
+                self.stop_reason = reason
+            self.stopped.set()
+            if self.sideband is not None:
+                self.sideband.close()
+
+    # -- events ----------------------------------------------------------------------------
+    def _on_event(self, event: dict[str, Any]) -> None:
+        now = self.deps.clock()
+        with self.lock:
+            actions = self.watcher.on_event(event, now)
+        self._carry_out(actions, now)
+        if event.get("type") == "session.created" and not self.greeted:
+            self._greet(now)
+
+    def _greet(self, now: dt.datetime) -> None:
+        greeting = self.record.plan.greeting()
+        self.greeted = True
+        if greeting is not None and self.deps.calls.mark_greeted(self.call_id, now):
+            self._carry_out([SendEvent(greeting, "greet")], now)
+
+    def _carry_out(self, actions: list[Action], now: dt.datetime) -> None:
+        for action in actions:
+            if isinstance(action, RecordResponse):
+                self._record_response(action, now)
+            elif isinstance(action, RecordTranscription):
+                self._record_transcription(action, now)
+            elif isinstance(action, SendEvent):
+                self._send(action)
+            elif isinstance(action, HangUp):
+                self._hang_up(action.reason)
+
+    def _record_response(self, rec: RecordResponse, now: dt.datetime) -> None:
+        if not valid_document_id(rec.response_id):
+            log.error("call %s: response without a usable id; usage not recorded", self.call_id)
+            return
+        store = self.entries + len(rec.lines) <= MAX_TRANSCRIPT_ENTRIES
+        if self.deps.calls.record_response(self.record, rec, now, store):
+            self.entries += len(rec.lines) if store else 0
+            with self.lock:
+                self.watcher.recorded(rec.usage)
+                actions = self.watcher.check(now)
+            self._carry_out(actions, now)
+
+    def _record_transcription(self, rec: RecordTranscription, now: dt.datetime) -> None:
+        if not valid_document_id(rec.item_id):
+            log.error("call %s: transcription without a usable item id; not recorded", self.call_id)
+            return
+        store = self.entries < MAX_TRANSCRIPT_ENTRIES
+        if self.deps.calls.record_transcription(self.record, rec, now, store) and store and rec.line.text:
+            self.entries += 1
+
+    def _send(self, action: SendEvent) -> None:
+        with self.lock:
+            sideband = self.sideband
+        if sideband is None:
+            return
+        log.info("call %s: %s", self.call_id, action.why, extra={"fields": {"callId": self.call_id}})
+        with contextlib.suppress(SidebandLost):  # a reconnect's session.created checks again
+            sideband.send(action.event)
+
+    def _hang_up(self, reason: EndReason) -> None:
+        if reason == EndReason.ALLOWANCE_EXHAUSTED and self.deps.accounts.is_subscribed(self.record.call.user_id):
+            with self.lock:  # subscribed since the call started: no allowance applies
+                self.watcher.subscribed, self.watcher.ending = True, None
+            return
+        try:
+            self.deps.calls.request_end(self.call_id, reason)
+            self.deps.gateway.hang_up(self.call_id)
+        except SimplyTalkError as exc:
+            log.error("call %s: hang-up (%s) failed, will retry: %s", self.call_id, reason, exc)
+            with self.lock:
+                self.watcher.ending = None
+            return
+        self._ended(reason)
+
+    def _ended(self, reason: EndReason) -> None:
+        done = self.deps.calls.end(self.call_id, reason, self.deps.clock())
+        if done is not None:
+            log.info("call %s ended: %s after %.1f s", self.call_id, reason, done.call.duration_seconds or 0,
+                     extra={"fields": {"callId": self.call_id, "endedReason": reason.value}})
+        self._stop(_Stop.CALL_ENDED)
+
+    # -- the clock -------------------------------------------------------------------------
+    def _tick_loop(self) -> None:
+        while not self.stopped.wait(self.settings.tick_seconds):
+            try:
+                self._tick()
+            except Exception:  # one bad tick must not stop the watching; the next one retries
+                log.exception("call %s: tick failed", self.call_id)
+
+    def _tick(self) -> None:
+        mono, now = time.monotonic(), self.deps.clock()
+        if mono >= self.next_renewal:
+            self.next_renewal = mono + self.settings.lease_seconds / 3
+            with self.lock:
+                last_seen = self.watcher.last_event_at
+            if not self.deps.calls.renew_lease(self.call_id, self.owner, self.generation, now,
+                                               self.settings.lease, last_seen):
+                self._stop(_Stop.LEASE_LOST)
+                return
+        if not self.watcher.subscribed and mono >= self.next_counters:
+            self.next_counters = mono + self.settings.counters_every_seconds
+            minutes = self.deps.accounts.period_usage(self.record.call.user_id, self.record.period).minutes(self.card)
+            with self.lock:
+                self.watcher.counted_minutes = Fraction(minutes)
+        with self.lock:
+            actions = self.watcher.check(now)
+        self._carry_out(actions, now)
+        elapsed = mono - self.started
+        if not self.continued and elapsed >= self.settings.run_seconds - self.settings.handover_seconds:
+            self.continued = True
+            self.deps.taps.start(self.call_id, self.generation + 1)
+        if elapsed >= self.settings.run_seconds:
+            self._stop(_Stop.BUDGET)
+
+
+# -- the watchdog --------------------------------------------------------------------------------
+
+@dataclass
+class SweepReport:
+    active: int = 0
+    restarted: int = 0
+    ended: int = 0
+
+
+def sweep_calls(deps: TapDeps, settings: TapSettings, limit: int = 500) -> SweepReport:
+    """The safety net (Cloud Scheduler, every minute): a call whose tap lease has lapsed gets a
+    new tap run; a call past its maximum length that nobody ended is hung up and ended."""
+    report = SweepReport()
+    now = deps.clock()
+    grace = dt.timedelta(seconds=max(30.0, settings.lease_seconds * 2))
+    for record in deps.calls.active(limit):
+        report.active += 1
+        age = (now - record.call.started_at).total_seconds()
+        if age > settings.policy.max_call_seconds + grace.total_seconds():
+            deps.calls.request_end(record.id, EndReason.MAX_DURATION)
+            with contextlib.suppress(SimplyTalkError):
+                deps.gateway.hang_up(record.id)
+            if deps.calls.end(record.id, EndReason.MAX_DURATION, now) is not None:
+                report.ended += 1
+            continue
+        lease = deps.calls.lease(record.id)
+        if (now - record.call.started_at) > grace and (lease is None or lease.lease_until < now - grace):
+            deps.taps.start(record.id, lease.generation if lease else 0)
+            report.restarted += 1
+    return report
