@@ -57,6 +57,10 @@ def _function_command(m: Manifest, fn: Function, project: str, source: Path) -> 
     ]
     if fn.max_instances:
         cmd.append(f"--max-instances={fn.max_instances}")
+    if fn.cpu:
+        cmd.append(f"--cpu={fn.cpu}")
+    if fn.concurrency:
+        cmd.append(f"--concurrency={fn.concurrency}")
     if fn.secrets:
         cmd.append("--set-secrets=" + ",".join(f"{k}={v}" for k, v in sorted(fn.secrets.items())))
     if fn.trigger == "http":

@@ -51,7 +51,7 @@ BARE = ROOT / "devtools" / "bench" / "bare_function.py"
 
 
 def build_app(project: str, manifest: Manifest | None = None, with_bench: bool = False,
-              ) -> DispatcherMiddleware:
+              only: set[str] | None = None) -> DispatcherMiddleware:
     import functions_framework
 
     manifest = manifest or load()
@@ -60,6 +60,8 @@ def build_app(project: str, manifest: Manifest | None = None, with_bench: bool =
         mounts[f"/{project}/{manifest.region}/bench-bare"] = functions_framework.create_app(
             "bench_bare", str(BARE), "http")
     for fn in manifest.functions:
+        if only is not None and fn.name not in only:
+            continue
         app = functions_framework.create_app(fn.entry_point, str(MAIN), fn.signature_type)
         if fn.trigger == "http":
             mounts[f"/{project}/{manifest.region}/{fn.name}"] = app
@@ -74,11 +76,13 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=5001)
     parser.add_argument("--quiet", action="store_true", help="no per-request access log")
     parser.add_argument("--with-bench", action="store_true", help="also serve the bench-bare baseline")
+    parser.add_argument("--only", help="serve only these functions (comma-separated names), as their own service")
     args = parser.parse_args()
     project = os.environ.get("SIMPLYTALK_PROJECT", "demo-simplytalk")
     if args.quiet:
         logging.getLogger("werkzeug").setLevel(logging.WARNING)
-    app = build_app(project, with_bench=args.with_bench)
+    app = build_app(project, with_bench=args.with_bench,
+                    only=set(args.only.split(",")) if args.only else None)
     run_simple(args.host, args.port, app, threaded=True, use_reloader=False)
 
 

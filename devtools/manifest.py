@@ -21,6 +21,8 @@ class Function:
     memory: str = "256Mi"
     timeout: str = "60s"
     max_instances: int | None = None
+    cpu: str | None = None
+    concurrency: int | None = None  # requests one instance serves at once (needs cpu >= 1)
     event_type: str | None = None
     document: str | None = None
     topic: str | None = None

@@ -27,10 +27,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from devtools.manifest import ROOT, Manifest, load
+from devtools.manifest import ROOT, Function, Manifest, load
 
 FIRESTORE_MAIN = "com.google.cloud.datastore.emulator.firestore.CloudFirestore"
 LOOPBACK = "127.0.0.1"
+# Functions served by a host process of their own: long-running tap runs, as their own
+# Cloud Run service in production; tests kill and restart it to play a dying instance.
+OWN_HOST = ("realtime-tap",)
 
 
 @dataclass(frozen=True)
@@ -42,11 +45,13 @@ class Ports:
     hub: int = 4400
     logging: int = 4500
     stripe: int = 12111
+    openai: int = 12112
+    taps: int = 5002  # the realtime-tap function's own host (a service of its own, as deployed)
 
     @classmethod
     def free(cls) -> Ports:
         socks = []
-        for _ in range(7):
+        for _ in range(9):
             s = socket.socket()
             s.bind((LOOPBACK, 0))
             socks.append(s)
@@ -131,6 +136,15 @@ class Stack:
     def functions_url(self) -> str:
         return f"http://{LOOPBACK}:{self.ports.functions}"
 
+    @property
+    def taps_url(self) -> str:
+        return f"http://{LOOPBACK}:{self.ports.taps}"
+
+    def trigger_url(self, fn: Function) -> str:
+        """Where an event function is delivered (realtime-tap runs on a host of its own)."""
+        base = self.taps_url if fn.name in OWN_HOST else self.functions_url
+        return f"{base}/functions/projects/{self.project}/triggers/{fn.name}"
+
     def function_url(self, name: str) -> str:
         return f"{self.functions_url}/{self.project}/{self.manifest.region}/{name}"
 
@@ -143,11 +157,16 @@ class Stack:
             "FIREBASE_AUTH_EMULATOR_HOST": self.auth_host,
             "PUBSUB_EMULATOR_HOST": self.pubsub_host,
             "STRIPE_API_BASE": self.stripe_url,
+            "OPENAI_BASE_URL": f"{self.openai_url}/v1",
         }
 
     @property
     def stripe_url(self) -> str:
         return f"http://{LOOPBACK}:{self.ports.stripe}"
+
+    @property
+    def openai_url(self) -> str:
+        return f"http://{LOOPBACK}:{self.ports.openai}"
 
     @contextlib.contextmanager
     def exported_env(self) -> Iterator[None]:
@@ -198,17 +217,24 @@ class Stack:
             ], f"http://{self.auth_host}/", env={"FIREBASE_CLI_DISABLE_UPDATE_CHECK": "true"}),
             Service("stripe", [sys.executable, "-m", "devtools.fake_stripe", "--port", str(p.stripe)],
                     f"{self.stripe_url}/_fake/stats"),
+            Service("openai", [sys.executable, "-m", "devtools.fake_openai", "--port", str(p.openai)],
+                    f"{self.openai_url}/_fake/stats"),
             Service("functions", [
                 sys.executable, "-m", "devtools.host", "--port", str(p.functions),
                 *(["--quiet"] if self.quiet_host else []), *self.host_args,
             ], f"{self.functions_url}/", env={**self.client_env(), **self.host_env}),
+            Service("taps", [
+                sys.executable, "-m", "devtools.host", "--port", str(p.taps), "--only", ",".join(OWN_HOST),
+                *(["--quiet"] if self.quiet_host else []),
+            ], f"{self.taps_url}/", env={**self.client_env(), **self.host_env}),
         ]
 
     def start(self, timeout: float = 60.0) -> None:
         t0 = time.monotonic()
         services = self._services()
         busy = [port for port in (self.ports.firestore, self.ports.auth, self.ports.pubsub,
-                                  self.ports.functions, self.ports.hub, self.ports.stripe) if port_open(port)]
+                                  self.ports.functions, self.ports.hub, self.ports.stripe, self.ports.openai,
+                                  self.ports.taps) if port_open(port)]
         if busy:
             raise RuntimeError(f"ports already in use: {busy} (is another stack running?)")
         try:
@@ -266,9 +292,10 @@ class Stack:
             _put(f"{base}/topics/{fn.topic}", {})
             _put(f"{base}/subscriptions/{fn.name}-push", {
                 "topic": f"projects/{self.project}/topics/{fn.topic}",
-                "pushConfig": {"pushEndpoint":
-                               f"{self.functions_url}/functions/projects/{self.project}/triggers/{fn.name}"},
-                "ackDeadlineSeconds": 60,
+                "pushConfig": {"pushEndpoint": self.trigger_url(fn)},
+                # as long as a run may take (Pub/Sub redelivers after it), at most Pub/Sub's 600 s
+                "ackDeadlineSeconds": min(600, max(60, _seconds(fn.timeout) + 30)),
+                **({"retryPolicy": {"minimumBackoff": "1s", "maximumBackoff": "10s"}} if fn.retry else {}),
             })
 
     def wire_stripe_webhooks(self) -> None:
@@ -290,6 +317,25 @@ class Stack:
             method="POST")
         with urllib.request.urlopen(req, timeout=10) as resp:
             resp.read()
+
+    def service(self, name: str) -> Service:
+        return next(s for s in self.services if s.name == name)
+
+    def kill(self, name: str) -> None:
+        """SIGKILL a service's whole process group, as an instance dies (tests)."""
+        svc = self.service(name)
+        assert svc.proc is not None
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(svc.proc.pid, signal.SIGKILL)
+        svc.proc.wait()
+
+    def restart(self, name: str, timeout: float = 30.0) -> None:
+        svc = self.service(name)
+        if svc.log:
+            svc.log.close()
+        self.services.remove(svc)
+        self._spawn(svc)
+        self._wait_ready(svc, time.monotonic() + timeout)
 
     def stop(self, grace: float = 10.0) -> None:
         for svc in self.services:
@@ -329,7 +375,9 @@ class Stack:
         lines += [f"  Firestore emulator  http://{self.firestore_host}  (rules: firestore.rules)",
                   f"  Auth emulator       http://{self.auth_host}",
                   f"  Pub/Sub emulator    http://{self.pubsub_host}",
-                  f"  local Stripe        {self.stripe_url}  (webhooks -> stripe-webhook)"]
+                  f"  local Stripe        {self.stripe_url}  (webhooks -> stripe-webhook)",
+                  f"  local OpenAI        {self.openai_url}  (Realtime calls and sidebands; "
+                  "/_fake/calls/{id}/... plays the caller)"]
         for fn in self.manifest.functions:
             if fn.trigger == "http":
                 lines.append(f"  {fn.name:<19} {self.function_url(fn.name)}")
@@ -338,6 +386,10 @@ class Stack:
         lines.append(f"  logs                {self.workdir}/*.log")
         lines.append("Ctrl-C stops everything.")
         return "\n".join(lines)
+
+
+def _seconds(duration: str) -> int:
+    return int(duration.removesuffix("s"))
 
 
 def _put(url: str, body: dict[str, Any]) -> None:

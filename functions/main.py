@@ -87,3 +87,24 @@ def stripe_webhook(request: Any) -> Any:
     from entrypoints.stripe_webhook import api
 
     return api(request)
+
+
+@functions_framework.http
+def realtime_calls(request: Any) -> Any:
+    from entrypoints.realtime_calls import api
+
+    return api(request)
+
+
+@functions_framework.cloud_event
+def realtime_tap(cloud_event: Any) -> None:
+    from entrypoints.realtime_tap import handle
+
+    handle(cloud_event)
+
+
+@functions_framework.cloud_event
+def realtime_watchdog(cloud_event: Any) -> None:
+    from entrypoints.realtime_tap import sweep
+
+    sweep(cloud_event)

@@ -19,13 +19,17 @@ from devtools.stack import Ports, Stack, port_open
 from tests.safety import UnsafeTarget, check_target
 
 PROJECT = os.environ.get("SIMPLYTALK_TEST_PROJECT", "demo-simplytalk-test")
+# Short tap generations (every test call is handed over between runs every few seconds),
+# short leases (a dead tap is replaced quickly), and call limits a test can wait out.
+TEST_HOST_ENV = {"SIMPLYTALK_TAP_RUN_SECONDS": "8", "SIMPLYTALK_TAP_LEASE_SECONDS": "3",
+                 "SIMPLYTALK_MAX_CALL_SECONDS": "30", "SIMPLYTALK_CALL_IDLE_SECONDS": "12"}
 
 
 @pytest.fixture(scope="session")
 def stack() -> Iterator[Stack]:
     ports = Ports.free()
     candidate = Stack(project=PROJECT, ports=ports,
-                      workdir=Path(tempfile.mkdtemp(prefix="simplytalk-stack-")))
+                      workdir=Path(tempfile.mkdtemp(prefix="simplytalk-stack-")), host_env=TEST_HOST_ENV)
     try:
         env = candidate.client_env()
         check_target(PROJECT, [env[k] for k in (
@@ -38,7 +42,8 @@ def stack() -> Iterator[Stack]:
             yield candidate
     finally:
         candidate.stop()
-    left = [p for p in (ports.firestore, ports.auth, ports.pubsub, ports.functions, ports.stripe) if port_open(p)]
+    left = [p for p in (ports.firestore, ports.auth, ports.pubsub, ports.functions, ports.stripe, ports.openai,
+                        ports.taps) if port_open(p)]
     assert not left, f"ports still open after the stack stopped: {left}"
 
 
