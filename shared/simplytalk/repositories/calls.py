@@ -178,9 +178,34 @@ def _usage_increments(usage: dict[str, Any] | None) -> dict[str, int]:
             "outputTokens": counts.output_tokens}
 
 
+class _Recording:
+    """Recording a response or a transcription: one usage event (created once: a repeat
+    changes nothing), the call's counters and its transcript lines, atomically (`_record`)."""
+
+    def _record(self, record: CallRecord, event_id: str, event: dict[str, Any], counters: dict[str, int],
+                lines: list[tuple[str, dict[str, Any]]]) -> bool:
+        raise NotImplementedError
+
+    def record_response(self, record: CallRecord, rec: RecordResponse, now: dt.datetime,
+                        store_lines: bool) -> bool:
+        counters = {f"usage.{k}": v for k, v in _usage_increments(rec.usage).items()}
+        counters["responses"] = 1
+        lines = [(line.item_id, _line(record.call.user_id, line.role, line.text, now, rec.response_id))
+                 for line in rec.lines] if store_lines else []
+        return self._record(record, rec.response_id, response_event(record, rec, now), counters, lines)
+
+    def record_transcription(self, record: CallRecord, rec: RecordTranscription, now: dt.datetime,
+                             store_line: bool) -> bool:
+        line = rec.line
+        lines = [(line.item_id, _line(record.call.user_id, line.role, line.text, now, None))] \
+            if store_line and line.text else []
+        return self._record(record, rec.item_id, transcription_event(record, rec, now), {"transcriptions": 1},
+                            lines)
+
+
 # -- Firestore ------------------------------------------------------------------------------
 
-class FirestoreCalls:
+class FirestoreCalls(_Recording):
     def __init__(self, db: Client) -> None:
         self.db = db
 
@@ -256,7 +281,7 @@ class FirestoreCalls:
             query = query.start_after({"startedAt": after[0], "__name__": after[1]})
         return [record_from(s.id, s.to_dict() or {}) for s in query.limit(size).stream()]
 
-    def _record(self, record: CallRecord, event_id: str, event: dict[str, Any], counters: dict[str, Any],
+    def _record(self, record: CallRecord, event_id: str, event: dict[str, Any], counters: dict[str, int],
                 lines: list[tuple[str, dict[str, Any]]]) -> bool:
         from google.api_core import exceptions as gexc
         from google.cloud.firestore import Increment
@@ -275,22 +300,6 @@ class FirestoreCalls:
         except gexc.AlreadyExists:
             return False
         return True
-
-    def record_response(self, record: CallRecord, rec: RecordResponse, now: dt.datetime,
-                        store_lines: bool) -> bool:
-        counters: dict[str, Any] = {f"usage.{k}": v for k, v in _usage_increments(rec.usage).items()}
-        counters["responses"] = 1
-        lines = [(line.item_id, _line(record.call.user_id, line.role, line.text, now, rec.response_id))
-                 for line in rec.lines] if store_lines else []
-        return self._record(record, rec.response_id, response_event(record, rec, now), counters, lines)
-
-    def record_transcription(self, record: CallRecord, rec: RecordTranscription, now: dt.datetime,
-                             store_line: bool) -> bool:
-        line = rec.line
-        lines = [(line.item_id, _line(record.call.user_id, line.role, line.text, now, None))] \
-            if store_line and line.text else []
-        return self._record(record, rec.item_id, transcription_event(record, rec, now), {"transcriptions": 1},
-                            lines)
 
     def request_end(self, call_id: str, reason: EndReason) -> None:
         from google.api_core import exceptions as gexc
@@ -445,7 +454,7 @@ def lease_decision(current: Lease, owner: str, generation: int, now: dt.datetime
 # -- in memory ---------------------------------------------------------------------------------
 
 @dataclass
-class InMemoryCalls:
+class InMemoryCalls(_Recording):
     """The same contract in memory (unit tests of the services and the tap)."""
 
     calls: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -515,22 +524,6 @@ class InMemoryCalls:
             doc["transcriptEntries"] = doc.get("transcriptEntries", 0) + len(lines)
             doc["lastEventAt"] = event["occurredAt"]
             return True
-
-    def record_response(self, record: CallRecord, rec: RecordResponse, now: dt.datetime,
-                        store_lines: bool) -> bool:
-        counters = {f"usage.{k}": v for k, v in _usage_increments(rec.usage).items()}
-        counters["responses"] = 1
-        lines = [(line.item_id, _line(record.call.user_id, line.role, line.text, now, rec.response_id))
-                 for line in rec.lines] if store_lines else []
-        return self._record(record, rec.response_id, response_event(record, rec, now), counters, lines)
-
-    def record_transcription(self, record: CallRecord, rec: RecordTranscription, now: dt.datetime,
-                             store_line: bool) -> bool:
-        line = rec.line
-        lines = [(line.item_id, _line(record.call.user_id, line.role, line.text, now, None))] \
-            if store_line and line.text else []
-        return self._record(record, rec.item_id, transcription_event(record, rec, now), {"transcriptions": 1},
-                            lines)
 
     def request_end(self, call_id: str, reason: EndReason) -> None:
         with self.lock:
