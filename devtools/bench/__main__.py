@@ -14,7 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from devtools.bench import assistants, imports, invoicing, migrations, usage
+from devtools.bench import assistants, imports, invoicing, migrations, realtime, usage
 from devtools.manifest import ROOT
 from devtools.stack import Ports, Stack
 
@@ -24,6 +24,7 @@ BENCHMARKS: dict[str, Callable[[Stack], dict[str, Any]]] = {
     "usage": usage.run,
     "invoicing": invoicing.run,
     "migrations": migrations.run,
+    "realtime": realtime.run,
 }
 
 

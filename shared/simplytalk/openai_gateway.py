@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import functools
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -91,8 +91,15 @@ def _retry_after(exc: Any) -> int | None:
 
 
 class OpenAIRealtime:
-    def __init__(self, client: OpenAI) -> None:
-        self.client = client
+    """The gateway over the SDK. The client is made on first use, so a request that never
+    talks to OpenAI (a list, a read) never imports the SDK."""
+
+    def __init__(self, make_client: Callable[[], OpenAI]) -> None:
+        self._make_client = make_client
+
+    @functools.cached_property
+    def client(self) -> OpenAI:
+        return self._make_client()
 
     def create_call(self, sdp: str, session: dict[str, Any]) -> CreatedCall:
         import openai
@@ -189,4 +196,4 @@ class _SdkSideband:
 
 @functools.cache
 def realtime_gateway() -> RealtimeGateway:
-    return OpenAIRealtime(openai_client())
+    return OpenAIRealtime(openai_client)
