@@ -32,8 +32,9 @@ def runtime_requirements() -> list[str]:
     deps = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
     pinned = []
     for dep in deps:
-        name = Requirement(dep).name
-        pinned.append(f"{name}=={metadata.version(name)}")
+        req = Requirement(dep)
+        extras = f"[{','.join(sorted(req.extras))}]" if req.extras else ""  # openai[realtime]: the sideband
+        pinned.append(f"{req.name}{extras}=={metadata.version(req.name)}")
     return sorted(pinned)
 
 
@@ -80,11 +81,34 @@ def _function_command(m: Manifest, fn: Function, project: str, source: Path) -> 
     return cmd
 
 
+def _subscription_commands(m: Manifest, fn: Function, project: str) -> list[list[str]]:
+    """Eventarc makes a Pub/Sub function's push subscription with its own ack deadline and retry
+    backoff; a function whose runs are long (realtime-tap) sets its own on that subscription."""
+    if fn.trigger != "pubsub" or not (fn.ack_deadline or fn.retry_backoff):
+        return []
+    where = f"--project={project} --location={m.region}"
+    subscription = (f"$(gcloud eventarc triggers describe \"$(gcloud functions describe {fn.name} --gen2 "
+                    f"--region={m.region} --project={project} --format='value(eventTrigger.trigger)')\" {where} "
+                    "--format='value(transport.pubsub.subscription)')")
+    options = [f"--ack-deadline={fn.ack_deadline}"] if fn.ack_deadline else []
+    if fn.retry_backoff:
+        options += [f"--min-retry-delay={fn.retry_backoff[0]}", f"--max-retry-delay={fn.retry_backoff[1]}"]
+    return [["bash", "-c", f"gcloud pubsub subscriptions update \"{subscription}\" --project={project} "
+             + " ".join(options)]]
+
+
 def commands(m: Manifest, project: str, source: Path) -> list[list[str]]:
     cmds: list[list[str]] = []
     for fn in m.by_trigger("pubsub"):
         cmds.append(["gcloud", "pubsub", "topics", "create", str(fn.topic), f"--project={project}"])
     cmds += [_function_command(m, fn, project, source) for fn in m.functions]
+    cmds += [cmd for fn in m.functions for cmd in _subscription_commands(m, fn, project)]
+    for topic in sorted({t for fn in m.functions for t in fn.publishes}):
+        # functions run as the default compute service account; publishing needs the publisher role
+        cmds.append(["bash", "-c", (
+            f"gcloud pubsub topics add-iam-policy-binding {topic} --project={project} "
+            f"--member=serviceAccount:$(gcloud projects describe {project} --format='value(projectNumber)')"
+            "-compute@developer.gserviceaccount.com --role=roles/pubsub.publisher")])
     for fn in m.functions:
         if fn.schedule:
             cmds.append([

@@ -23,6 +23,9 @@ class Function:
     max_instances: int | None = None
     cpu: str | None = None
     concurrency: int | None = None  # requests one instance serves at once (needs cpu >= 1)
+    ack_deadline: int | None = None  # Pub/Sub: seconds a delivery may run before it is redelivered
+    retry_backoff: list[str] | None = None  # Pub/Sub: [min, max] delay before a failed delivery is retried
+    publishes: list[str] = field(default_factory=list)  # Pub/Sub topics the function publishes to
     event_type: str | None = None
     document: str | None = None
     topic: str | None = None

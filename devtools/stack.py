@@ -250,8 +250,8 @@ class Stack:
             raise
         self.started_in = time.monotonic() - t0
 
-    def _spawn(self, svc: Service) -> None:
-        svc.log = open(self.workdir / f"{svc.name}.log", "wb")  # noqa: SIM115 (closed in stop)
+    def _spawn(self, svc: Service, append: bool = False) -> None:
+        svc.log = open(self.workdir / f"{svc.name}.log", "ab" if append else "wb")  # noqa: SIM115 (closed in stop)
         stream_host = svc.name == "functions" and not self.quiet_host
         svc.proc = subprocess.Popen(
             svc.argv, cwd=ROOT, env={**os.environ, **svc.env},
@@ -293,9 +293,9 @@ class Stack:
             _put(f"{base}/subscriptions/{fn.name}-push", {
                 "topic": f"projects/{self.project}/topics/{fn.topic}",
                 "pushConfig": {"pushEndpoint": self.trigger_url(fn)},
-                # as long as a run may take (Pub/Sub redelivers after it), at most Pub/Sub's 600 s
-                "ackDeadlineSeconds": min(600, max(60, _seconds(fn.timeout) + 30)),
-                **({"retryPolicy": {"minimumBackoff": "1s", "maximumBackoff": "10s"}} if fn.retry else {}),
+                "ackDeadlineSeconds": fn.ack_deadline or 60,
+                **({"retryPolicy": {"minimumBackoff": fn.retry_backoff[0], "maximumBackoff": fn.retry_backoff[1]}}
+                   if fn.retry_backoff else {}),
             })
 
     def wire_stripe_webhooks(self) -> None:
@@ -334,7 +334,7 @@ class Stack:
         if svc.log:
             svc.log.close()
         self.services.remove(svc)
-        self._spawn(svc)
+        self._spawn(svc, append=True)
         self._wait_ready(svc, time.monotonic() + timeout)
 
     def stop(self, grace: float = 10.0) -> None:
@@ -386,10 +386,6 @@ class Stack:
         lines.append(f"  logs                {self.workdir}/*.log")
         lines.append("Ctrl-C stops everything.")
         return "\n".join(lines)
-
-
-def _seconds(duration: str) -> int:
-    return int(duration.removesuffix("s"))
 
 
 def _put(url: str, body: dict[str, Any]) -> None:

@@ -64,6 +64,7 @@ class FakeGateway:
     calls: dict[str, FakeCall] = field(default_factory=dict)
     fail_create: Exception | None = None
     unreachable: bool = False
+    refuse_sideband: bool = False
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def create_call(self, sdp: str, session: dict[str, Any]) -> CreatedCall:
@@ -87,7 +88,7 @@ class FakeGateway:
         if self.unreachable:
             raise SidebandLost("unreachable")
         call = self.calls.get(call_id)
-        if call is None or call.status != "active":
+        if call is None or call.status != "active" or self.refuse_sideband:
             raise CallGone(call_id)
         sideband = ScriptedSideband(call)
         call.sidebands.append(sideband)

@@ -160,6 +160,8 @@ class SessionPlan:
         }
         wanted = {"model": self.model, "instructions": self.instructions, "prompt": None, "tools": [],
                   "voice": self.voice, "transcription": self.transcription["model"]}
+        if isinstance(seen["model"], str) and seen["model"].startswith(self.model + "-"):
+            seen["model"] = self.model  # OpenAI may report the dated snapshot of the model asked for
         return [name for name in wanted if seen[name] != wanted[name]]
 
     def greeting(self) -> dict[str, Any] | None:
@@ -230,6 +232,15 @@ def allowance_left(used: Fraction, free_minutes: int) -> Fraction:
     return Fraction(free_minutes) - used
 
 
+def live_minutes(card: RateCard, started: list[dt.datetime], now: dt.datetime) -> Fraction:
+    """Minutes of calls still going that no counter holds yet: on a card billed by call length, their
+    time so far (a call's length is counted when it ends); on a token card none (tokens are counted
+    as they come)."""
+    if card.openai_basis != "call-duration":
+        return Fraction(0)
+    return sum((call_figures(0, now - at).openai_minutes(card) for at in started), Fraction(0))
+
+
 # -- watching a call -----------------------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -290,24 +301,26 @@ class CallWatcher:
     last_event_at: dt.datetime
     subscribed: bool
     baseline: Fraction = Fraction(0)  # the period's minutes before this call started
-    call_tokens: int = 0  # this call's tokens recorded so far
-    counted_minutes: Fraction = Fraction(0)  # the period's minutes as the counters last said
+    call_tokens: int = 0  # this call's tokens recorded so far (in this period)
+    counted_minutes: Fraction = Fraction(0)  # the period's minutes as the counters (and other calls) last said
+    period_from: dt.datetime | None = None  # when the call crossed into a new billing period
     tampering: int = 0
     ending: EndReason | None = None
     _seen_items: set[str] = field(default_factory=set)
+    _last_drift: tuple[tuple[str, str], ...] = ()
 
     def on_event(self, event: dict[str, Any], now: dt.datetime) -> list[Action]:
+        kind = event.get("type")
+        if kind == "response.done":  # usage is recorded to the last event, even while the call ends
+            return [self._response(event)]
+        if kind == "conversation.item.input_audio_transcription.completed":
+            return [self._transcription(event)]
         if self.ending:
             return []
-        kind = event.get("type")
         if isinstance(kind, str) and not kind.startswith("session.") and kind != "error":
             self.last_event_at = max(self.last_event_at, now)  # a sign of life (not our own reconnects)
         if kind in ("session.created", "session.updated"):
             return self._session(event.get("session") or {})
-        if kind == "response.done":
-            return [self._response(event)]
-        if kind == "conversation.item.input_audio_transcription.completed":
-            return [self._transcription(event)]
         if kind in ("conversation.item.added", "conversation.item.created"):
             return self._item(event.get("item") or {})
         return []
@@ -319,9 +332,16 @@ class CallWatcher:
 
     def used_minutes(self, now: dt.datetime) -> Fraction:
         """The period's minutes: the counters, or the baseline plus this call, whichever is more
-        (the counters lag this call's newest usage by the aggregation trigger's latency)."""
-        mine = call_figures(self.call_tokens, now - self.started_at).openai_minutes(self.card)
+        (the counters lag this call's newest tokens by the aggregation trigger's latency). On a
+        card billed by call length the counters never hold this call's time until it ends."""
+        mine = call_figures(self.call_tokens, now - (self.period_from or self.started_at)).openai_minutes(self.card)
+        if self.card.openai_basis == "call-duration":
+            return max(self.counted_minutes, self.baseline) + mine
         return max(self.counted_minutes, self.baseline + mine)
+
+    def new_period(self, card: RateCard, now: dt.datetime) -> None:
+        """The call went on into a new month: its allowance starts again from what that month holds."""
+        self.card, self.baseline, self.call_tokens, self.period_from = card, Fraction(0), 0, now
 
     def check(self, now: dt.datetime) -> list[Action]:
         if self.ending:
@@ -346,8 +366,13 @@ class CallWatcher:
 
     def _session(self, session: dict[str, Any]) -> list[Action]:
         drift = self.plan.drift(session)
-        if not drift:
+        seen = tuple((name, repr(session.get(name))) for name in drift)
+        if not drift or seen == self._last_drift:
+            # no change, or the same one again with no session of ours in between: OpenAI did not take
+            # the restore for that field (it reports it its own way); restoring again would not help
+            self._last_drift = seen
             return []
+        self._last_drift = seen
         return self._tampered(SendEvent({"type": "session.update", "session": self.plan.restore()},
                                         "restore " + ", ".join(drift)))
 

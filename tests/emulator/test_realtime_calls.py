@@ -154,6 +154,29 @@ def test_a_call_is_metered_by_the_server_alone(stack: Stack, db: Any, caller: Ca
     assert per_assistant["totals"]["totalTokens"] == 1800
 
 
+def test_the_callers_speech_is_transcribed_and_its_cost_recorded_apart(stack: Stack, db: Any, caller: Caller,
+                                                                      calls_url: str, subscriber: Any) -> None:
+    user = subscriber()
+    call_id = started(calls_url, user, assistant_of(stack, user))["callId"]
+    caller.watched(call_id)
+    heard = caller.control(call_id, "transcriptions", {"transcript": "I need a cleaning on Friday.", "usage": {
+        "type": "tokens", "input_tokens": 40, "output_tokens": 9, "total_tokens": 49,
+        "input_token_details": {"audio_tokens": 40, "text_tokens": 0}}})
+    assert heard["delivered"]
+    caller.respond(call_id, 90, "Friday at ten works.")
+
+    wait_for(lambda: total_tokens(stack, user) == 90)
+    event = wait_for(lambda: db.collection("usageEvents").document(heard["itemId"]).get().to_dict())
+    assert event["kind"] == "transcription" and event["model"] == "gpt-4o-transcribe"
+    assert event["transcription"] == {"type": "tokens", "totalTokens": 49, "inputTokens": 40, "outputTokens": 9,
+                                      "inputTokenDetails": {"audioTokens": 40, "textTokens": 0}}
+    lines = wait_for(lambda: len(t := requests.get(f"{calls_url}/{call_id}/transcript", headers=user.headers,
+                                                   timeout=10).json()["transcript"]) == 2 and t)
+    assert [(line["role"], line["text"]) for line in lines] == [("user", "I need a cleaning on Friday."),
+                                                                ("assistant", "Friday at ten works.")]
+    assert total_tokens(stack, user) == 90  # the transcription model's tokens are priced apart, not billed as minutes
+
+
 def test_the_server_tells_the_call_what_the_assistant_is(stack: Stack, db: Any, caller: Caller, calls_url: str,
                                                          subscriber: Any, pages: Any) -> None:
     user = subscriber()
@@ -262,7 +285,8 @@ def test_the_free_allowance_gates_and_ends_calls(stack: Stack, db: Any, caller: 
     call_id = started(calls_url, user, assistant_id)["callId"]
     caller.watched(call_id)
     caller.respond(call_id, 30)
-    assert call_of(calls_url, user, call_id)["status"] == "active"
+    wait_for(lambda: call_of(calls_url, user, call_id)["responses"] == 1)
+    assert call_of(calls_url, user, call_id)["status"] == "active"  # 29.5 minutes: still free
     caller.respond(call_id, 30)  # the 30th minute
 
     ended = wait_for(lambda: (c := call_of(calls_url, user, call_id))["status"] == "ended" and c, timeout=15)
@@ -305,9 +329,10 @@ def test_a_tap_that_dies_is_replaced_and_nothing_counts_twice(stack: Stack, db: 
     call_id = started(calls_url, user, assistant_of(stack, user))["callId"]
     caller.watched(call_id)
     caller.respond(call_id, 100)
+    wait_for(lambda: call_of(calls_url, user, call_id)["usage"]["totalTokens"] == 100)
     connects = caller.state(call_id)["sidebandConnects"]
 
-    stack.kill("taps")  # the instance running the tap dies mid-call
+    stack.kill("taps")  # the instance running the tap dies mid-call (between responses: see README)
     stack.restart("taps")
 
     caller.watched(call_id, connects=connects + 1)  # Pub/Sub redelivered; the lease expired; a new run connected

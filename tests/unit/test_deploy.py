@@ -34,6 +34,16 @@ def test_requirements_pin_every_runtime_dependency() -> None:
     names = {p.split("==")[0].lower() for p in pins}
     assert {"functions-framework", "firebase-admin", "google-cloud-firestore", "pydantic"} <= names
     assert all("==" in p for p in pins)
+    assert any(p.startswith("openai[realtime]==") for p in pins)  # websockets, for the sideband
+
+
+def test_long_pubsub_runs_set_their_subscription_and_publishers_may_publish() -> None:
+    scripts = [c[2] for c in commands(load(), "my-project", Path("build/functions")) if c[:2] == ["bash", "-c"]]
+
+    tap = next(s for s in scripts if "functions describe realtime-tap" in s)
+    assert "--ack-deadline=600" in tap and "--min-retry-delay=1s" in tap and "--max-retry-delay=10s" in tap
+    assert any("topics add-iam-policy-binding realtime-taps" in s and "roles/pubsub.publisher" in s
+               for s in scripts)
 
 
 def test_the_upload_folder_imports_the_bundled_library(tmp_path: Path) -> None:

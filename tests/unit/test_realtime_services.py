@@ -157,7 +157,7 @@ def test_calls_page_newest_first(deps: svc.CallDeps) -> None:
 # -- the tap ---------------------------------------------------------------------------------
 
 SETTINGS = TapSettings(run_seconds=30, lease_seconds=1.0, tick_seconds=0.02, handover_seconds=5,
-                       reconnect_seconds=1.0, counters_every_seconds=0.05,
+                       reconnect_seconds=1.0, counters_every_seconds=0.05, drain_seconds=0.2,
                        policy=WatchPolicy(max_call_seconds=60, idle_seconds=30, max_tampering=1, free_minutes=30))
 
 
@@ -249,6 +249,7 @@ def test_a_browser_that_keeps_changing_the_session_is_hung_up(deps: svc.CallDeps
     wait(lambda: any(e["type"] == "session.update" for e in call.client_events))
     restore = next(e for e in call.client_events if e["type"] == "session.update")
     assert restore["session"]["instructions"] == "Be kind."
+    call.sideband.feed.put({"type": "session.updated", "session": call.session})  # the restore took
     call.sideband.feed.put({"type": "session.updated", "session": tampered})
 
     wait(lambda: "outcome" in run)
@@ -266,14 +267,16 @@ def test_crossing_the_allowance_mid_call_hangs_up(deps: svc.CallDeps, accounts: 
     wait(gateway.calls[call_id].connected.is_set)
 
     gateway.respond(call_id, "resp_a", 59)
-    time.sleep(0.2)
+    wait(lambda: events_of(deps, call_id, "response"))
     assert gateway.calls[call_id].status == "active"
     gateway.respond(call_id, "resp_b", 1)
+    gateway.respond(call_id, "resp_c", 7)  # already on its way when the call is hung up: still counted
 
     wait(lambda: "outcome" in run)
     record = deps.calls.get(call_id)
     assert record is not None and record.call.ended_reason == "allowance_exhausted"
     assert gateway.calls[call_id].status == "hung_up"
+    assert {e["usage"]["totalTokens"] for e in events_of(deps, call_id, "response")} == {59, 1, 7}
 
 
 def test_a_newer_generation_takes_over_and_the_old_run_leaves(deps: svc.CallDeps, tap: Any) -> None:
@@ -340,3 +343,64 @@ def test_the_watchdog_restarts_lost_taps_and_ends_forgotten_calls(deps: svc.Call
     assert taps.started == [(young, 0)]
     record = deps.calls.get(old)
     assert record is not None and record.call.ended_reason == "max_duration"
+
+
+def test_a_call_openai_will_not_let_us_watch_is_hung_up(deps: svc.CallDeps) -> None:
+    gateway: FakeGateway = deps.gateway  # type: ignore[assignment]
+    call_id = start(deps).record.id
+    gateway.refuse_sideband = True  # OpenAI answers 404 to the sideband of a call that is up
+
+    assert run_tap(tap_deps(deps), SETTINGS, call_id, 0, "run") == TapOutcome.CALL_ENDED
+
+    assert gateway.calls[call_id].status == "hung_up"
+    record = deps.calls.get(call_id)
+    assert record is not None and record.call.ended_reason == "not_watched"
+
+
+class Flaky:
+    """Fails the first `n` calls of the named methods, then passes them through."""
+
+    def __init__(self, inner: Any, n: int, *methods: str) -> None:
+        self.inner, self.left, self.methods = inner, n, methods
+
+    def __getattr__(self, name: str) -> Any:
+        target = getattr(self.inner, name)
+        if name not in self.methods:
+            return target
+
+        def flaky(*args: Any, **kwargs: Any) -> Any:
+            if self.left > 0:
+                self.left -= 1
+                raise Unavailable(f"{name} failed")
+            return target(*args, **kwargs)
+
+        return flaky
+
+
+def test_a_write_that_fails_once_is_retried_not_lost(deps: svc.CallDeps, tap: Any) -> None:
+    gateway: FakeGateway = deps.gateway  # type: ignore[assignment]
+    call_id = start(deps).record.id
+    deps = svc.CallDeps(**{**deps.__dict__, "calls": Flaky(deps.calls, 2, "record_response")})
+    result: dict[str, Any] = {}
+    thread = threading.Thread(target=lambda: result.update(
+        outcome=run_tap(tap_deps(deps), SETTINGS, call_id, 0, "run")), daemon=True)
+    thread.start()
+    wait(gateway.calls[call_id].connected.is_set)
+
+    gateway.respond(call_id, "resp_1", 42)
+
+    record = wait(lambda: (r := deps.calls.get(call_id)) and r.call.responses == 1 and r)
+    assert record.call.usage.total_tokens == 42
+    gateway.end(call_id)
+    thread.join(timeout=5)
+    assert result["outcome"] == TapOutcome.CALL_ENDED
+
+
+def test_a_next_generation_that_fails_to_publish_is_published_again(deps: svc.CallDeps) -> None:
+    call_id = start(deps).record.id
+    taps = Flaky(InMemoryTapQueue(), 1, "start")
+    short = TapSettings(**{**SETTINGS.__dict__, "run_seconds": 0.5, "handover_seconds": 0.3})
+
+    assert run_tap(tap_deps(deps, taps), short, call_id, 0, "run") == TapOutcome.CONTINUED
+
+    assert taps.inner.started == [(call_id, 1)]

@@ -59,6 +59,7 @@ class Lease:
     generation: int
     lease_until: dt.datetime
     last_event_at: dt.datetime | None = None  # the call's last sign of life, as its tap last saw it
+    renewed_at: dt.datetime | None = None  # when a run last showed it was watching
 
 
 class CallRepository(Protocol):
@@ -116,7 +117,11 @@ class CallRepository(Protocol):
 
     def release_lease(self, call_id: str, owner: str, now: dt.datetime) -> None: ...
 
-    def active(self, limit: int) -> list[CallRecord]: ...
+    def active(self, limit: int, after: str | None = None) -> list[CallRecord]:
+        """Active calls of every user, in id order after `after` (the watchdog pages through them)."""
+        ...
+
+    def active_for_user(self, uid: str) -> list[CallRecord]: ...
 
 
 # -- documents ----------------------------------------------------------------------------
@@ -407,11 +412,20 @@ class FirestoreCalls(_Recording):
 
         optimistic(attempt, what=f"the tap lease of {call_id}")
 
-    def active(self, limit: int) -> list[CallRecord]:
+    def active(self, limit: int, after: str | None = None) -> list[CallRecord]:
         from google.cloud.firestore_v1.base_query import FieldFilter
 
-        query = self.db.collection(col.REALTIME_CALLS).where(
-            filter=FieldFilter("status", "==", CallStatus.ACTIVE.value)).limit(limit)
+        query = (self.db.collection(col.REALTIME_CALLS)
+                 .where(filter=FieldFilter("status", "==", CallStatus.ACTIVE.value)).order_by("__name__"))
+        if after:
+            query = query.start_after({"__name__": self._call(after)})
+        return [record_from(s.id, s.to_dict() or {}) for s in query.limit(limit).stream()]
+
+    def active_for_user(self, uid: str) -> list[CallRecord]:
+        from google.cloud.firestore_v1.base_query import FieldFilter
+
+        query = (self.db.collection(col.REALTIME_CALLS).where(filter=FieldFilter("userId", "==", uid))
+                 .where(filter=FieldFilter("status", "==", CallStatus.ACTIVE.value)))
         return [record_from(s.id, s.to_dict() or {}) for s in query.stream()]
 
 
@@ -437,10 +451,11 @@ def _creating(attempt: Any) -> Any:
 
 def _lease_from(data: dict[str, Any]) -> Lease:
     until = data.get("leaseUntil")
-    seen = data.get("lastEventAt")
+    seen, renewed = data.get("lastEventAt"), data.get("renewedAt")
     return Lease(owner=data.get("owner"), generation=int(data.get("generation") or 0),
                  lease_until=until if isinstance(until, dt.datetime) else dt.datetime.min.replace(tzinfo=dt.UTC),
-                 last_event_at=seen if isinstance(seen, dt.datetime) else None)
+                 last_event_at=seen if isinstance(seen, dt.datetime) else None,
+                 renewed_at=renewed if isinstance(renewed, dt.datetime) else None)
 
 
 def lease_decision(current: Lease, owner: str, generation: int, now: dt.datetime) -> LeaseOutcome:
@@ -568,7 +583,8 @@ class InMemoryCalls(_Recording):
             current = self.leases.get(call_id)
             outcome: LeaseOutcome = "acquired" if current is None else lease_decision(current, owner, generation, now)
             if outcome == "acquired":
-                self.leases[call_id] = Lease(owner, generation, now + ttl, current.last_event_at if current else None)
+                self.leases[call_id] = Lease(owner, generation, now + ttl, current.last_event_at if current else None,
+                                             now)
             return outcome
 
     def renew_lease(self, call_id: str, owner: str, generation: int, now: dt.datetime,
@@ -577,16 +593,21 @@ class InMemoryCalls(_Recording):
             current = self.leases.get(call_id)
             if current is None or current.owner != owner or current.generation != generation:
                 return False
-            self.leases[call_id] = Lease(owner, generation, now + ttl, last_event_at)
+            self.leases[call_id] = Lease(owner, generation, now + ttl, last_event_at, now)
             return True
 
     def release_lease(self, call_id: str, owner: str, now: dt.datetime) -> None:
         with self.lock:
             current = self.leases.get(call_id)
             if current is not None and current.owner == owner:
-                self.leases[call_id] = Lease(None, current.generation, now, current.last_event_at)
+                self.leases[call_id] = Lease(None, current.generation, now, current.last_event_at, current.renewed_at)
 
-    def active(self, limit: int) -> list[CallRecord]:
+    def active(self, limit: int, after: str | None = None) -> list[CallRecord]:
+        with self.lock:
+            return [record_from(cid, dict(d)) for cid, d in sorted(self.calls.items())
+                    if d["status"] == CallStatus.ACTIVE and (after is None or cid > after)][:limit]
+
+    def active_for_user(self, uid: str) -> list[CallRecord]:
         with self.lock:
             return [record_from(cid, dict(d)) for cid, d in self.calls.items()
-                    if d["status"] == CallStatus.ACTIVE][:limit]
+                    if d["status"] == CallStatus.ACTIVE and d["userId"] == uid]

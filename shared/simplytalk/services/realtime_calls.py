@@ -23,7 +23,7 @@ from simplytalk.errors import FieldViolation, InvalidArgument, NotFound, Payment
 from simplytalk.models import RealtimeCall
 from simplytalk.openai_gateway import RealtimeGateway
 from simplytalk.paging import decode_token, encode_token
-from simplytalk.realtime import CallStatus, EndReason, SessionPlan, StartCall
+from simplytalk.realtime import CallStatus, EndReason, SessionPlan, StartCall, live_minutes
 from simplytalk.repositories.accounts import Accounts
 from simplytalk.repositories.calls import CallRecord, CallRepository
 from simplytalk.tap_queue import TapQueue
@@ -66,7 +66,10 @@ def start_call(deps: CallDeps, uid: str, request: StartCall) -> StartedCall:
     period = period_of(now)
     card = deps.accounts.rate_card(period)
     used = deps.accounts.period_usage(uid, period).minutes(card)
-    if not deps.accounts.is_subscribed(uid) and used >= deps.limits.free_minutes:
+    subscribed = deps.accounts.is_subscribed(uid)
+    if not subscribed and card.openai_basis == "call-duration":  # calls going on count too
+        used += live_minutes(card, [c.call.started_at for c in deps.calls.active_for_user(uid)], now)
+    if not subscribed and used >= deps.limits.free_minutes:
         raise PaymentRequired(f"the free allowance of {deps.limits.free_minutes} minutes this month is used "
                               f"({format_minutes(used)} minutes); subscribe to keep calling")
     slot = deps.calls.reserve_slot(uid, deps.limits.max_concurrent, now)
@@ -79,9 +82,10 @@ def start_call(deps: CallDeps, uid: str, request: StartCall) -> StartedCall:
     except BaseException:
         deps.calls.release_slot(uid, slot, None)
         raise
+    started_at = deps.clock()  # the call exists from OpenAI's answer on
     record = CallRecord(
         call=RealtimeCall(id=created.call_id, user_id=uid, assistant_id=assistant.id, model=plan.model,
-                          status=CallStatus.ACTIVE.value, started_at=now, last_event_at=now),
+                          status=CallStatus.ACTIVE.value, started_at=started_at, last_event_at=started_at),
         plan=plan, period=period, baseline_minutes=used, slot=slot)
     try:
         deps.calls.add(record)

@@ -24,10 +24,10 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
-from fractions import Fraction
 from typing import Any
 
 from simplytalk import logs
+from simplytalk.billing import period_of
 from simplytalk.errors import SimplyTalkError
 from simplytalk.ids import valid_document_id
 from simplytalk.openai_gateway import CallGone, RealtimeGateway, Sideband, SidebandLost
@@ -41,6 +41,7 @@ from simplytalk.realtime import (
     RecordTranscription,
     SendEvent,
     WatchPolicy,
+    live_minutes,
 )
 from simplytalk.repositories.accounts import Accounts
 from simplytalk.repositories.calls import CallRecord, CallRepository
@@ -69,6 +70,8 @@ class TapSettings:
     handover_seconds: float = 20.0  # start the next generation this long before the budget ends
     reconnect_seconds: float = 30.0  # give up reconnecting (and let Pub/Sub retry) after this long
     counters_every_seconds: float = 5.0  # re-read the period's counters (other calls) this often
+    drain_seconds: float = 2.0  # read on this long after deciding to stop: events in flight still count
+    write_retry_seconds: float = 30.0  # retry recording a response this long before giving up
 
     @property
     def lease(self) -> dt.timedelta:
@@ -102,6 +105,9 @@ def run_tap(deps: TapDeps, settings: TapSettings, call_id: str, generation: int,
         return outcome
     seen = [record.call.started_at, record.call.last_event_at, previous.last_event_at if previous else None]
     last_seen = max(t for t in seen if t is not None)
+    now = deps.clock()
+    if previous is not None and (previous.renewed_at is None or now - previous.renewed_at > settings.lease):
+        last_seen = now  # nobody watched for a while: silence nobody saw is no sign of an idle call
     run = _Run(deps, settings, record, generation, owner, last_seen)
     try:
         return run.watch()
@@ -129,19 +135,20 @@ class _Run:
                  owner: str, last_seen: dt.datetime) -> None:
         self.deps, self.settings, self.record = deps, settings, record
         self.generation, self.owner = generation, owner
-        self.call_id = record.id
+        self.call_id, self.uid = record.id, record.call.user_id
         self.started = time.monotonic()
+        self.period = record.period
         card = deps.accounts.rate_card(record.period)
         self.watcher = CallWatcher(
             plan=record.plan, policy=settings.policy, card=card, started_at=record.call.started_at,
-            last_event_at=last_seen, subscribed=deps.accounts.is_subscribed(record.call.user_id),
+            last_event_at=last_seen, subscribed=deps.accounts.is_subscribed(self.uid),
             baseline=record.baseline_minutes, call_tokens=record.call.usage.total_tokens)
-        self.card = card
         self.entries = record.call.transcript_entries
         self.lock = threading.RLock()  # the watcher and the sideband are shared with the ticker
         self.stop_reason: _Stop | None = None
         self.stopped = threading.Event()
         self.sideband: Sideband | None = None
+        self.connected_once = False
         self.continued = False
         self.greeted = record.greeted
         self.next_renewal = time.monotonic() + settings.lease_seconds / 3
@@ -160,15 +167,19 @@ class _Run:
             return TapOutcome.CALL_ENDED
         if self.stop_reason == _Stop.LEASE_LOST:
             return TapOutcome.HANDED_OVER if self.continued else TapOutcome.LEASE_LOST
-        if not self.continued:
-            self.deps.taps.start(self.call_id, self.generation + 1)
-            self.continued = True
+        self._continue()
         return TapOutcome.CONTINUED
 
     def finish(self) -> None:
         if self.stop_reason != _Stop.LEASE_LOST:
             with contextlib.suppress(Exception):
                 self.deps.calls.release_lease(self.call_id, self.owner, self.deps.clock())
+
+    def _continue(self) -> None:
+        """Publish the next generation (once it has gone out, never again)."""
+        if not self.continued:
+            self.deps.taps.start(self.call_id, self.generation + 1)
+            self.continued = True
 
     def _watch_connections(self) -> None:
         lost_since: float | None = None
@@ -177,24 +188,25 @@ class _Run:
             try:
                 sideband = self.deps.gateway.connect(self.call_id)
             except CallGone:
-                self._ended(EndReason.COMPLETED)
+                self._gone()
                 return
             except SidebandLost as exc:
                 lost_since = lost_since or time.monotonic()
                 if time.monotonic() - lost_since > self.settings.reconnect_seconds:
                     raise SidebandLost(f"call {self.call_id}: no sideband for "
                                        f"{self.settings.reconnect_seconds:.0f} s: {exc}") from exc
-                time.sleep(delay)
+                self.stopped.wait(delay)
                 delay = min(2.0, delay * 2)
                 continue
-            lost_since, delay = None, 0.1
+            opened = time.monotonic()
             with self.lock:
                 self.sideband = sideband
+                self.connected_once = True
+                if self.stopped.is_set():  # stopped while connecting: nobody else will close it
+                    self._close_later(sideband)
             try:
                 for event in sideband.events():
                     self._on_event(event)
-                    if self.stopped.is_set():
-                        break
             except SidebandLost as exc:
                 log.warning("call %s: %s; reconnecting", self.call_id, exc,
                             extra={"fields": {"callId": self.call_id}})
@@ -203,16 +215,40 @@ class _Run:
                 with self.lock:
                     self.sideband = None
                 sideband.close()
-            # Closed normally: OpenAI ended the call, or this run closed it to stop. The next
-            # connect tells which (OpenAI refuses a sideband to an ended call).
+            # Closed: OpenAI ended the call (the next connect is refused), closed this one sideband,
+            # or this run closed it to stop. Back off unless the connection lived a while.
+            if time.monotonic() - opened > 5:
+                delay = 0.1
+            elif not self.stopped.is_set():
+                self.stopped.wait(delay)
+                delay = min(2.0, delay * 2)
+
+    def _gone(self) -> None:
+        """OpenAI refuses a sideband to the call. Usually it ended; if OpenAI still hangs it up, it was
+        up and unwatchable, and it is ended as that: a call nobody can watch must not run on."""
+        try:
+            was_up = self.deps.gateway.hang_up(self.call_id)
+        except SimplyTalkError:
+            was_up = False
+        if was_up:
+            self._ended(EndReason.NOT_WATCHED, self.deps.clock())
+        else:  # a run that never saw it end takes the last sign of life as its end
+            self._ended(EndReason.COMPLETED, self.deps.clock() if self.connected_once else self.watcher.last_event_at)
 
     def _stop(self, reason: _Stop) -> None:
+        """Stop watching. The sideband is closed a moment later, so events already on their way (a
+        response finishing as the call is hung up, or as the next generation takes over) still count."""
         with self.lock:
             if self.stop_reason is None:
                 self.stop_reason = reason
             self.stopped.set()
             if self.sideband is not None:
-                self.sideband.close()
+                self._close_later(self.sideband)
+
+    def _close_later(self, sideband: Sideband) -> None:
+        timer = threading.Timer(self.settings.drain_seconds, sideband.close)
+        timer.daemon = True
+        timer.start()
 
     # -- events ----------------------------------------------------------------------------
     def _on_event(self, event: dict[str, Any]) -> None:
@@ -220,7 +256,7 @@ class _Run:
         with self.lock:
             actions = self.watcher.on_event(event, now)
         self._carry_out(actions, now)
-        if event.get("type") == "session.created" and not self.greeted:
+        if event.get("type") == "session.created" and not self.greeted and not self.stopped.is_set():
             self._greet(now)
 
     def _greet(self, now: dt.datetime) -> None:
@@ -240,12 +276,27 @@ class _Run:
             elif isinstance(action, HangUp):
                 self._hang_up(action.reason)
 
+    def _durably(self, what: str, write: Callable[[], bool]) -> bool:
+        """An idempotent write, retried through passing failures: the sideband never sends it again."""
+        deadline, delay = time.monotonic() + self.settings.write_retry_seconds, 0.1
+        while True:
+            try:
+                return write()
+            except Exception:
+                if time.monotonic() > deadline:
+                    log.exception("call %s: %s not recorded: giving up", self.call_id, what)
+                    raise
+                log.warning("call %s: recording %s failed; retrying", self.call_id, what, exc_info=True)
+                time.sleep(delay)
+                delay = min(2.0, delay * 2)
+
     def _record_response(self, rec: RecordResponse, now: dt.datetime) -> None:
         if not valid_document_id(rec.response_id):
             log.error("call %s: response without a usable id; usage not recorded", self.call_id)
             return
         store = self.entries + len(rec.lines) <= MAX_TRANSCRIPT_ENTRIES
-        if self.deps.calls.record_response(self.record, rec, now, store):
+        if self._durably(f"response {rec.response_id}",
+                         lambda: self.deps.calls.record_response(self.record, rec, now, store)):
             self.entries += len(rec.lines) if store else 0
             with self.lock:
                 self.watcher.recorded(rec.usage)
@@ -257,7 +308,9 @@ class _Run:
             log.error("call %s: transcription without a usable item id; not recorded", self.call_id)
             return
         store = self.entries < MAX_TRANSCRIPT_ENTRIES
-        if self.deps.calls.record_transcription(self.record, rec, now, store) and store and rec.line.text:
+        if self._durably(f"transcription {rec.item_id}",
+                         lambda: self.deps.calls.record_transcription(self.record, rec, now, store)) \
+                and store and rec.line.text:
             self.entries += 1
 
     def _send(self, action: SendEvent) -> None:
@@ -270,10 +323,11 @@ class _Run:
             sideband.send(action.event)
 
     def _hang_up(self, reason: EndReason) -> None:
-        if reason == EndReason.ALLOWANCE_EXHAUSTED and self.deps.accounts.is_subscribed(self.record.call.user_id):
+        if reason == EndReason.ALLOWANCE_EXHAUSTED and self.deps.accounts.is_subscribed(self.uid):
             with self.lock:  # subscribed since the call started: no allowance applies
                 self.watcher.subscribed, self.watcher.ending = True, None
             return
+        now = self.deps.clock()
         try:
             self.deps.calls.request_end(self.call_id, reason)
             self.deps.gateway.hang_up(self.call_id)
@@ -282,13 +336,15 @@ class _Run:
             with self.lock:
                 self.watcher.ending = None
             return
-        self._ended(reason)
+        # an idle call ended when it last showed a sign of life, not when the silence ran out
+        self._ended(reason, self.watcher.last_event_at if reason == EndReason.IDLE else now)
 
-    def _ended(self, reason: EndReason) -> None:
-        done = self.deps.calls.end(self.call_id, reason, self.deps.clock())
+    def _ended(self, reason: EndReason, at: dt.datetime) -> None:
+        done = self.deps.calls.end(self.call_id, reason, at)
         if done is not None:
-            log.info("call %s ended: %s after %.1f s", self.call_id, reason, done.call.duration_seconds or 0,
-                     extra={"fields": {"callId": self.call_id, "endedReason": reason.value}})
+            log.info("call %s ended: %s after %.1f s", self.call_id, done.call.ended_reason,
+                     done.call.duration_seconds or 0,
+                     extra={"fields": {"callId": self.call_id, "endedReason": done.call.ended_reason}})
         self._stop(_Stop.CALL_ENDED)
 
     # -- the clock -------------------------------------------------------------------------
@@ -302,27 +358,39 @@ class _Run:
     def _tick(self) -> None:
         mono, now = time.monotonic(), self.deps.clock()
         if mono >= self.next_renewal:
-            self.next_renewal = mono + self.settings.lease_seconds / 3
             with self.lock:
                 last_seen = self.watcher.last_event_at
             if not self.deps.calls.renew_lease(self.call_id, self.owner, self.generation, now,
                                                self.settings.lease, last_seen):
                 self._stop(_Stop.LEASE_LOST)
                 return
+            self.next_renewal = mono + self.settings.lease_seconds / 3
         if not self.watcher.subscribed and mono >= self.next_counters:
+            self._refresh_counters(now)
             self.next_counters = mono + self.settings.counters_every_seconds
-            minutes = self.deps.accounts.period_usage(self.record.call.user_id, self.record.period).minutes(self.card)
-            with self.lock:
-                self.watcher.counted_minutes = Fraction(minutes)
         with self.lock:
             actions = self.watcher.check(now)
         self._carry_out(actions, now)
         elapsed = mono - self.started
-        if not self.continued and elapsed >= self.settings.run_seconds - self.settings.handover_seconds:
-            self.continued = True
-            self.deps.taps.start(self.call_id, self.generation + 1)
+        if elapsed >= self.settings.run_seconds - self.settings.handover_seconds:
+            self._continue()
         if elapsed >= self.settings.run_seconds:
             self._stop(_Stop.BUDGET)
+
+    def _refresh_counters(self, now: dt.datetime) -> None:
+        """What the period's counters hold, plus calls of the user's that no counter holds yet."""
+        period = period_of(now)
+        if period != self.period:
+            card = self.deps.accounts.rate_card(period)
+            with self.lock:
+                self.watcher.new_period(card, now)
+            self.period = period
+        card = self.watcher.card
+        others = [c.call.started_at for c in self.deps.calls.active_for_user(self.uid) if c.id != self.call_id] \
+            if card.openai_basis == "call-duration" else []
+        minutes = self.deps.accounts.period_usage(self.uid, period).minutes(card) + live_minutes(card, others, now)
+        with self.lock:
+            self.watcher.counted_minutes = minutes
 
 
 # -- the watchdog --------------------------------------------------------------------------------
@@ -334,24 +402,37 @@ class SweepReport:
     ended: int = 0
 
 
-def sweep_calls(deps: TapDeps, settings: TapSettings, limit: int = 500) -> SweepReport:
+def sweep_calls(deps: TapDeps, settings: TapSettings, page: int = 200, budget_seconds: float = 90.0) -> SweepReport:
     """The safety net (Cloud Scheduler, every minute): a call whose tap lease has lapsed gets a
-    new tap run; a call past its maximum length that nobody ended is hung up and ended."""
+    new tap run; a call past its maximum length that nobody ended is hung up and ended. Pages
+    through every active call (within the budget; the next sweep goes on where this one could not)."""
     report = SweepReport()
-    now = deps.clock()
     grace = dt.timedelta(seconds=max(30.0, settings.lease_seconds * 2))
-    for record in deps.calls.active(limit):
-        report.active += 1
-        age = (now - record.call.started_at).total_seconds()
-        if age > settings.policy.max_call_seconds + grace.total_seconds():
-            deps.calls.request_end(record.id, EndReason.MAX_DURATION)
-            with contextlib.suppress(SimplyTalkError):
-                deps.gateway.hang_up(record.id)
-            if deps.calls.end(record.id, EndReason.MAX_DURATION, now) is not None:
-                report.ended += 1
-            continue
-        lease = deps.calls.lease(record.id)
-        if (now - record.call.started_at) > grace and (lease is None or lease.lease_until < now - grace):
-            deps.taps.start(record.id, lease.generation if lease else 0)
-            report.restarted += 1
+    give_up = time.monotonic() + budget_seconds
+    after: str | None = None
+    while time.monotonic() < give_up:
+        records = deps.calls.active(page, after)
+        for record in records:
+            _sweep_one(deps, settings, record, grace, report)
+        if len(records) < page:
+            break
+        after = records[-1].id
     return report
+
+
+def _sweep_one(deps: TapDeps, settings: TapSettings, record: CallRecord, grace: dt.timedelta,
+               report: SweepReport) -> None:
+    now = deps.clock()
+    report.active += 1
+    age = now - record.call.started_at
+    if age.total_seconds() > settings.policy.max_call_seconds + grace.total_seconds():
+        deps.calls.request_end(record.id, EndReason.MAX_DURATION)
+        with contextlib.suppress(SimplyTalkError):
+            deps.gateway.hang_up(record.id)
+        if deps.calls.end(record.id, EndReason.MAX_DURATION, now) is not None:
+            report.ended += 1
+        return
+    lease = deps.calls.lease(record.id)
+    if age > grace and (lease is None or lease.lease_until < now - grace):
+        deps.taps.start(record.id, lease.generation if lease else 0)
+        report.restarted += 1
