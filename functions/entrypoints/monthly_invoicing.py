@@ -6,13 +6,13 @@ the function's timeout and publishes a continuation; the run resumes from its cu
 
 from __future__ import annotations
 
-import base64
 import json
 from typing import Any
 
 from simplytalk import logs
 from simplytalk.billing import valid_period
 from simplytalk.clock import utcnow
+from simplytalk.events import pubsub_json
 from simplytalk.firestore import firestore_client
 from simplytalk.services.invoicing import previous_period, run_period, stripe_settler
 from simplytalk.services.rate_cards import list_cards
@@ -21,20 +21,8 @@ log = logs.get_logger("monthly-invoicing")
 BUDGET_SECONDS = 420.0  # under the function's 540 s timeout
 
 
-def _message(cloud_event: Any) -> dict[str, Any]:
-    data = cloud_event.get_data() or {}
-    raw = (data.get("message") or {}).get("data") if isinstance(data, dict) else None
-    if not raw:
-        return {}
-    try:
-        parsed = json.loads(base64.b64decode(raw))
-    except (ValueError, TypeError):
-        return {}
-    return parsed if isinstance(parsed, dict) else {}
-
-
 def handle(cloud_event: Any) -> None:
-    message = _message(cloud_event)
+    message = pubsub_json(cloud_event)
     period = message.get("period") or previous_period(utcnow())
     if not isinstance(period, str) or not valid_period(period):
         log.error("monthly-invoicing: bad period %r; nothing done", period)

@@ -5,14 +5,13 @@ Raise to retry (the run could not reach the sideband); return to acknowledge.
 
 from __future__ import annotations
 
-import base64
-import json
 import uuid
 from typing import Any
 
 from simplytalk import logs
 from simplytalk.clock import utcnow
 from simplytalk.config import settings
+from simplytalk.events import pubsub_json
 from simplytalk.firestore import firestore_client
 from simplytalk.ids import valid_document_id
 from simplytalk.realtime import WatchPolicy
@@ -40,18 +39,8 @@ def tap_deps() -> TapDeps:
                    taps=tap_queue(), clock=utcnow)
 
 
-def pubsub_message(cloud_event: Any) -> dict[str, Any]:
-    data = cloud_event.get_data() or {}
-    raw = (data.get("message") or {}).get("data") if isinstance(data, dict) else None
-    try:
-        parsed = json.loads(base64.b64decode(raw or "", validate=True))
-    except (ValueError, TypeError, RecursionError):
-        return {}
-    return parsed if isinstance(parsed, dict) else {}
-
-
 def handle(cloud_event: Any) -> None:
-    message = pubsub_message(cloud_event)
+    message = pubsub_json(cloud_event)
     call_id, generation = message.get("callId"), message.get("generation", 0)
     if not isinstance(call_id, str) or not valid_document_id(call_id) or not isinstance(generation, int) \
             or isinstance(generation, bool) or not 0 <= generation < 1_000_000:

@@ -165,3 +165,16 @@ def document_event_handler(name: str) -> Callable[[Callable[[DocumentChange], No
         return handle
 
     return wrap
+
+
+def pubsub_json(cloud_event: Any) -> dict[str, Any]:
+    """The JSON object a Pub/Sub push delivery carries (`message.data`, base64); {} for anything else."""
+    import json
+
+    data = cloud_event.get_data() or {}
+    raw = (data.get("message") or {}).get("data") if isinstance(data, dict) else None
+    try:
+        parsed = json.loads(base64.b64decode(raw or "", validate=True))
+    except (ValueError, TypeError, RecursionError):
+        return {}
+    return parsed if isinstance(parsed, dict) else {}

@@ -75,3 +75,25 @@ def test_empty_body_is_an_event_without_values() -> None:
 
     assert change.value is None and change.old_value is None
     assert change.document_id == "u1"
+
+
+class _Delivery:
+    def __init__(self, data: object) -> None:
+        self.data = data
+
+    def get_data(self) -> object:
+        return self.data
+
+
+@pytest.mark.parametrize(("data", "expected"), [
+    ({"message": {"data": "eyJjYWxsSWQiOiAicnRjXzEifQ=="}}, {"callId": "rtc_1"}),
+    ({"message": {"data": "WzFd"}}, {}),  # a JSON array, not an object
+    ({"message": {"data": "not base64!"}}, {}),
+    ({"message": {}}, {}),
+    (None, {}),
+    ("text", {}),
+])
+def test_a_pubsub_delivery_carries_a_json_object_or_nothing(data: object, expected: dict[str, str]) -> None:
+    from simplytalk.events import pubsub_json
+
+    assert pubsub_json(_Delivery(data)) == expected
