@@ -55,7 +55,19 @@ def decode_token(token: str | None, required: tuple[str, ...], times: tuple[str,
 
 def _is_time(value: str) -> bool:
     try:
-        dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+        cursor_time(value)
     except ValueError:
         return False
     return True
+
+
+def cursor_time(value: str) -> dt.datetime:
+    """A cursor's time as UTC. Only times a stored timestamp can have: one with no zone, or that
+    falls outside years 1-9999 in UTC (say 9999-12-31T23:59:59-01:00), is a ValueError."""
+    parsed = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    if parsed.tzinfo is None:
+        raise ValueError("a cursor time needs its zone")
+    try:
+        return parsed.astimezone(dt.UTC)
+    except OverflowError as exc:
+        raise ValueError("a cursor time outside the years a timestamp holds") from exc

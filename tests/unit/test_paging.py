@@ -53,3 +53,17 @@ def test_rfc3339_strings_sort_as_times(a: dt.datetime, b: dt.datetime) -> None:
 def test_forged_cursors_are_400(cursor: dict[str, str]) -> None:
     with pytest.raises(InvalidArgument):
         decode_token(encode_token(cursor), ("createdAt", "id"), times=("createdAt",), ids=("id",))
+
+
+@pytest.mark.parametrize("when", ["9999-12-31T23:59:59-01:00", "0001-01-01T00:00:00+01:00", "2026-01-01T00:00:00"])
+def test_a_cursor_time_no_timestamp_can_have_is_400_not_a_500_later(when: str) -> None:
+    token = encode_token({"createdAt": when, "id": "a"})
+
+    with pytest.raises(InvalidArgument):
+        decode_token(token, ("createdAt", "id"), times=("createdAt",), ids=("id",))
+
+
+def test_a_cursor_time_is_utc() -> None:
+    from simplytalk.paging import cursor_time
+
+    assert cursor_time("2026-01-01T01:00:00+01:00") == dt.datetime(2026, 1, 1, tzinfo=dt.UTC)

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 from simplytalk import collections as col
 from simplytalk import logs
 from simplytalk.billing import RateCard, UsageFigures, format_minutes, period_of
+from simplytalk.clock import rfc3339
 from simplytalk.invoicing import PricedInvoice, card_for, price, unbilled
 from simplytalk.services.aggregation import FIGURE_FIELDS, read_aggregate
 
@@ -223,8 +224,7 @@ def invoice_json(data: dict[str, Any]) -> dict[str, Any]:
                                               "rateCardId")} for line in data.get("lines") or []]
     for key in ("createdAt", "updatedAt"):
         value = data.get(key)
-        out[key] = value.astimezone(dt.UTC).isoformat().replace("+00:00", "Z") if isinstance(
-            value, dt.datetime) else None
+        out[key] = rfc3339(value) if isinstance(value, dt.datetime) else None
     return out
 
 

@@ -19,10 +19,11 @@ from typing import Any
 
 from simplytalk import logs
 from simplytalk.billing import format_minutes, period_of
-from simplytalk.errors import FieldViolation, InvalidArgument, NotFound, PaymentRequired, ResourceExhausted
+from simplytalk.clock import rfc3339
+from simplytalk.errors import NotFound, PaymentRequired, ResourceExhausted
 from simplytalk.models import RealtimeCall
 from simplytalk.openai_gateway import RealtimeGateway
-from simplytalk.paging import decode_token, encode_token
+from simplytalk.paging import cursor_time, decode_token, encode_token
 from simplytalk.realtime import CallStatus, EndReason, SessionPlan, StartCall, live_minutes
 from simplytalk.repositories.accounts import Accounts
 from simplytalk.repositories.calls import CallRecord, CallRepository
@@ -135,7 +136,7 @@ def hang_up(deps: CallDeps, uid: str, call_id: str) -> RealtimeCall:
 
 def list_calls(deps: CallDeps, uid: str, size: int, token: str | None) -> tuple[list[dict[str, Any]], str | None]:
     cursor = decode_token(token, ("startedAt", "id"), times=("startedAt",), ids=("id",))
-    after = (_cursor_time(cursor["startedAt"]), cursor["id"]) if cursor else None
+    after = (cursor_time(cursor["startedAt"]), cursor["id"]) if cursor else None
     records = deps.calls.page(uid, size + 1, after)
     page = [r.call for r in records[:size]]
     next_token = None
@@ -149,7 +150,7 @@ def transcript(deps: CallDeps, uid: str, call_id: str, size: int,
                token: str | None) -> tuple[list[dict[str, Any]], str | None]:
     owned_call(deps, uid, call_id)
     cursor = decode_token(token, ("at", "id"), times=("at",), ids=("id",))
-    after = (_cursor_time(cursor["at"]), cursor["id"]) if cursor else None
+    after = (cursor_time(cursor["at"]), cursor["id"]) if cursor else None
     entries = deps.calls.transcript(call_id, size + 1, after)
     lines = [{"itemId": e["itemId"], "role": e.get("role"), "text": e.get("text"),
               "at": e["at"], "responseId": e.get("responseId")} for e in entries[:size]]
@@ -157,17 +158,6 @@ def transcript(deps: CallDeps, uid: str, call_id: str, size: int,
     if len(entries) > size:
         next_token = encode_token({"at": lines[-1]["at"].isoformat(), "id": lines[-1]["itemId"]})
     for line in lines:
-        line["at"] = line["at"].astimezone(dt.UTC).isoformat().replace("+00:00", "Z")
+        line["at"] = rfc3339(line["at"])
     return lines, next_token
 
-
-def _cursor_time(value: str) -> dt.datetime:
-    """A page token's time as UTC; one no stored time can have is a 400, never a 500 later."""
-    try:
-        parsed = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
-        if parsed.tzinfo is None:
-            raise ValueError("naive time")
-        return parsed.astimezone(dt.UTC)
-    except (ValueError, OverflowError) as exc:
-        raise InvalidArgument("pageToken: not a token this API issued",
-                              [FieldViolation("pageToken", "not a token this API issued")]) from exc

@@ -7,9 +7,10 @@ from typing import TYPE_CHECKING, Any
 
 from simplytalk import collections as col
 from simplytalk.billing import RateCard, UsageFigures, cost_cents, format_minutes, period_of, valid_period
+from simplytalk.clock import rfc3339
 from simplytalk.errors import FieldViolation, InvalidArgument, NotFound
 from simplytalk.ids import valid_document_id
-from simplytalk.paging import decode_token, encode_token
+from simplytalk.paging import cursor_time, decode_token, encode_token
 from simplytalk.services.aggregation import Aggregate, history_entry, history_query, read_aggregate
 
 if TYPE_CHECKING:
@@ -96,7 +97,7 @@ def _history(db: Client, uid: str, assistant_id: str | None, size: int,
     if assistant_id is not None:
         query = query.where(filter=FieldFilter("assistantId", "==", assistant_id))
     if cursor:
-        query = query.start_after({"occurredAt": dt.datetime.fromisoformat(cursor["occurredAt"]),
+        query = query.start_after({"occurredAt": cursor_time(cursor["occurredAt"]),
                                    "__name__": cursor["id"]})
     docs = list(query.limit(size + 1).stream())
     entries = [history_entry(d.id, d.to_dict() or {}) for d in docs[:size]]
@@ -106,5 +107,5 @@ def _history(db: Client, uid: str, assistant_id: str | None, size: int,
         next_token = encode_token({"occurredAt": last["occurredAt"].isoformat(), "id": last["eventId"]})
     for entry in entries:
         if isinstance(entry["occurredAt"], dt.datetime):
-            entry["occurredAt"] = entry["occurredAt"].astimezone(dt.UTC).isoformat().replace("+00:00", "Z")
+            entry["occurredAt"] = rfc3339(entry["occurredAt"])
     return entries, next_token
