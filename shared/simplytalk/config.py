@@ -18,6 +18,10 @@ DEFAULT_REGION = "us-central1"
 LOCAL_FIRESTORE = "127.0.0.1:8080"
 LOCAL_AUTH = "127.0.0.1:9099"
 LOCAL_PUBSUB = "127.0.0.1:8085"
+# The Realtime models a call may use: the SDK's list without those OpenAI has announced
+# shutdowns for (checked against the installed openai SDK by tests/unit/test_realtime.py).
+REALTIME_MODELS: tuple[str, ...] = ("gpt-realtime-1.5", "gpt-realtime-2", "gpt-realtime-2.1",
+                                    "gpt-realtime-2.1-mini", "gpt-realtime-mini-2025-10-06")
 
 
 @dataclass(frozen=True)
@@ -82,6 +86,9 @@ class Settings:
         openai_base = env.get("OPENAI_BASE_URL") or ("http://127.0.0.1:12112/v1" if demo else None)
         if openai_base and not demo:
             raise ConfigError("OPENAI_BASE_URL (a local OpenAI) is for demo- projects only")
+        realtime_model = env.get("SIMPLYTALK_REALTIME_MODEL") or "gpt-realtime-1.5"
+        if realtime_model not in REALTIME_MODELS:
+            raise ConfigError(f"SIMPLYTALK_REALTIME_MODEL must be one of {', '.join(REALTIME_MODELS)}")
         tap_run = positive_int("SIMPLYTALK_TAP_RUN_SECONDS", 480, minimum=2)
         tap_lease = positive_int("SIMPLYTALK_TAP_LEASE_SECONDS", 15, minimum=2)
         allow_loopback = env.get("SIMPLYTALK_SCRAPE_ALLOW_LOOPBACK", "") == "1"
@@ -104,7 +111,7 @@ class Settings:
             stripe_price_id=env.get("STRIPE_PRICE_ID") or "price_simplytalk_minutes",
             openai_api_key=env.get("OPENAI_API_KEY") or ("sk-local" if demo else None),
             openai_base_url=openai_base,
-            realtime_model=env.get("SIMPLYTALK_REALTIME_MODEL") or "gpt-realtime-1.5",
+            realtime_model=realtime_model,
             free_minutes=positive_int("SIMPLYTALK_FREE_MINUTES", 30, minimum=0),
             max_concurrent_calls=positive_int("SIMPLYTALK_MAX_CONCURRENT_CALLS", 2),
             max_call_seconds=positive_int("SIMPLYTALK_MAX_CALL_SECONDS", 3600),

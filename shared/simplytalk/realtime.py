@@ -15,17 +15,13 @@ from enum import StrEnum
 from fractions import Fraction
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 from pydantic.alias_generators import to_camel
 
 from simplytalk.billing import RateCard, UsageFigures
 from simplytalk.ids import valid_document_id
-from simplytalk.models import OpenAIAssistant
+from simplytalk.models import OpenAIAssistant, RealtimeUsage
 
-# The Realtime models a call may use: the SDK's list without those OpenAI has announced
-# shutdowns for (checked against the installed openai SDK by tests/unit/test_realtime.py).
-REALTIME_MODELS: tuple[str, ...] = ("gpt-realtime-1.5", "gpt-realtime-2", "gpt-realtime-2.1",
-                                    "gpt-realtime-2.1-mini", "gpt-realtime-mini-2025-10-06")
 MAX_SDP_CHARS = 32_768  # a browser's offer is a few KB; OpenAI allows 64 KiB
 MAX_INSTRUCTIONS_CHARS = 32_000  # systemPrompt (<= 20,000) plus as much knowledge as fits
 MAX_TRANSCRIPT_ENTRIES = 500  # per call; later lines are counted, not stored
@@ -190,25 +186,20 @@ def _int(value: Any) -> int:
     return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else 0
 
 
+def _present(value: Any) -> Any:
+    """Without the nulls the SDK's types allow for figures OpenAI did not report."""
+    if isinstance(value, dict):
+        return {k: _present(v) for k, v in value.items() if v is not None}
+    return value
+
+
 def response_usage(usage: dict[str, Any]) -> dict[str, Any]:
-    """A Realtime `response.done` usage object (snake_case) as a usage event's `usage` (camelCase)."""
-    inputs = usage.get("input_token_details") or {}
-    cached = inputs.get("cached_tokens_details") or {}
-    outputs = usage.get("output_token_details") or {}
-    return {
-        "totalTokens": _int(usage.get("total_tokens")),
-        "inputTokens": _int(usage.get("input_tokens")),
-        "outputTokens": _int(usage.get("output_tokens")),
-        "inputTokenDetails": {
-            "textTokens": _int(inputs.get("text_tokens")), "audioTokens": _int(inputs.get("audio_tokens")),
-            "cachedTokens": _int(inputs.get("cached_tokens")), "imageTokens": _int(inputs.get("image_tokens")),
-            "cachedTokensDetails": {"textTokens": _int(cached.get("text_tokens")),
-                                    "audioTokens": _int(cached.get("audio_tokens")),
-                                    "imageTokens": _int(cached.get("image_tokens"))},
-        },
-        "outputTokenDetails": {"textTokens": _int(outputs.get("text_tokens")),
-                               "audioTokens": _int(outputs.get("audio_tokens"))},
-    }
+    """A Realtime `response.done` usage object (snake_case) as a usage event's `usage` (camelCase,
+    the stored model's shape); ValueError for figures that are not counts."""
+    try:
+        return RealtimeUsage.model_validate(_present(usage)).to_firestore()
+    except ValidationError as exc:
+        raise ValueError(str(exc)) from exc
 
 
 def transcription_usage(usage: dict[str, Any]) -> dict[str, Any]:
@@ -226,10 +217,6 @@ def transcription_usage(usage: dict[str, Any]) -> dict[str, Any]:
 
 def call_figures(total_tokens: int, elapsed: dt.timedelta) -> UsageFigures:
     return UsageFigures(total_tokens=total_tokens, openai_call_millis=max(0, elapsed // dt.timedelta(milliseconds=1)))
-
-
-def allowance_left(used: Fraction, free_minutes: int) -> Fraction:
-    return Fraction(free_minutes) - used
 
 
 def live_minutes(card: RateCard, started: list[dt.datetime], now: dt.datetime) -> Fraction:
@@ -254,8 +241,9 @@ class TranscriptLine:
 class RecordResponse:
     response_id: str
     status: str
-    usage: dict[str, Any] | None  # camelCase; None when OpenAI reported none
+    usage: dict[str, Any] | None  # camelCase; None when OpenAI reported none (or none that reads)
     lines: tuple[TranscriptLine, ...]
+    unreadable_usage: dict[str, Any] | None = None  # kept as sent, for an operator: nothing is dropped
 
 
 @dataclass(frozen=True)
@@ -350,7 +338,7 @@ class CallWatcher:
             return self._end(EndReason.MAX_DURATION)
         if (now - self.last_event_at).total_seconds() >= self.policy.idle_seconds:
             return self._end(EndReason.IDLE)
-        if not self.subscribed and allowance_left(self.used_minutes(now), self.policy.free_minutes) <= 0:
+        if not self.subscribed and self.used_minutes(now) >= self.policy.free_minutes:
             return self._end(EndReason.ALLOWANCE_EXHAUSTED)
         return []
 
@@ -399,8 +387,13 @@ class CallWatcher:
                             for part in item.get("content") or [] if isinstance(part, dict)).strip()
             if text:
                 lines.append(TranscriptLine(item["id"], "assistant", text[:MAX_TRANSCRIPT_CHARS]))
-        return RecordResponse(str(response_id), str(response.get("status") or ""),
-                              response_usage(usage) if isinstance(usage, dict) else None, tuple(lines))
+        status = str(response.get("status") or "")
+        if not isinstance(usage, dict):
+            return RecordResponse(str(response_id), status, None, tuple(lines))
+        try:
+            return RecordResponse(str(response_id), status, response_usage(usage), tuple(lines))
+        except ValueError:
+            return RecordResponse(str(response_id), status, None, tuple(lines), unreadable_usage=usage)
 
     def _transcription(self, event: dict[str, Any]) -> RecordTranscription:
         item_id = str(event.get("item_id") or event.get("event_id") or "")

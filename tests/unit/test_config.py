@@ -52,3 +52,9 @@ def test_no_free_minutes_is_a_setting_but_no_concurrent_calls_is_not() -> None:
     assert Settings.from_env({"SIMPLYTALK_FREE_MINUTES": "0"}).free_minutes == 0
     with pytest.raises(ConfigError):
         Settings.from_env({"SIMPLYTALK_MAX_CONCURRENT_CALLS": "0"})
+
+
+def test_only_a_realtime_model_we_allow_is_configured() -> None:
+    assert Settings.from_env({"SIMPLYTALK_REALTIME_MODEL": "gpt-realtime-2"}).realtime_model == "gpt-realtime-2"
+    with pytest.raises(ConfigError):
+        Settings.from_env({"SIMPLYTALK_REALTIME_MODEL": "gpt-realtime"})  # OpenAI has announced its shutdown

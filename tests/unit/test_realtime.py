@@ -13,10 +13,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import BaseModel, TypeAdapter, ValidationError
 from simplytalk.billing import DEFAULT_RATE_CARD, RateCard
+from simplytalk.config import REALTIME_MODELS
 from simplytalk.models import OpenAIAssistant, RealtimeUsage
 from simplytalk.realtime import (
     KNOWLEDGE_HEADING,
-    REALTIME_MODELS,
     CallWatcher,
     EndReason,
     HangUp,
@@ -159,6 +159,16 @@ def test_usage_keeps_every_figure_openai_reports() -> None:
 
     assert usage.to_firestore() == response_usage(raw)
     assert (usage.total_tokens, usage.input_token_details.cached_tokens_details.audio_tokens) == (300, 60)
+
+
+def test_figures_openai_did_not_report_are_zero_and_unreadable_ones_are_kept_as_sent() -> None:
+    assert response_usage({"total_tokens": 5, "input_tokens": None, "output_token_details": None})["inputTokens"] == 0
+    bad = {"total_tokens": -3, "input_tokens": "many"}
+
+    [action] = watcher().on_event({"type": "response.done", "response": {"id": "resp_x", "usage": bad}}, NOW)
+
+    assert isinstance(action, RecordResponse)
+    assert (action.usage, action.unreadable_usage) == (None, bad)
 
 
 # -- the watcher -----------------------------------------------------------------------------

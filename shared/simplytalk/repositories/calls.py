@@ -127,15 +127,8 @@ class CallRepository(Protocol):
 # -- documents ----------------------------------------------------------------------------
 
 def call_doc(record: CallRecord) -> dict[str, Any]:
-    c = record.call
-    return {
-        "userId": c.user_id, "assistantId": c.assistant_id, "model": c.model, "status": c.status,
-        "startedAt": c.started_at, "endedAt": c.ended_at, "endedReason": c.ended_reason,
-        "durationSeconds": c.duration_seconds, "usage": c.usage.to_firestore(), "responses": c.responses,
-        "transcriptEntries": c.transcript_entries, "lastEventAt": c.last_event_at,
-        "session": record.plan.to_doc(), "slot": record.slot, "period": record.period,
-        "baselineMinutes": str(record.baseline_minutes), "greeted": record.greeted,
-    }
+    return {**record.call.to_firestore(), "session": record.plan.to_doc(), "slot": record.slot,
+            "period": record.period, "baselineMinutes": str(record.baseline_minutes), "greeted": record.greeted}
 
 
 def record_from(call_id: str, data: dict[str, Any]) -> CallRecord:
@@ -147,9 +140,11 @@ def record_from(call_id: str, data: dict[str, Any]) -> CallRecord:
 
 def response_event(record: CallRecord, rec: RecordResponse, now: dt.datetime) -> dict[str, Any]:
     c = record.call
-    return {"userId": c.user_id, "assistantId": c.assistant_id, "provider": "openai", "kind": "response",
-            "callId": c.id, "model": c.model, "occurredAt": now, "usage": rec.usage,
-            "responseStatus": rec.status}
+    event = {"userId": c.user_id, "assistantId": c.assistant_id, "provider": "openai", "kind": "response",
+             "callId": c.id, "model": c.model, "occurredAt": now, "usage": rec.usage, "responseStatus": rec.status}
+    if rec.unreadable_usage is not None:
+        event["unreadableUsage"] = rec.unreadable_usage
+    return event
 
 
 def transcription_event(record: CallRecord, rec: RecordTranscription, now: dt.datetime) -> dict[str, Any]:
@@ -178,9 +173,8 @@ def _line(uid: str, role: str, text: str, at: dt.datetime, response_id: str | No
 
 
 def _usage_increments(usage: dict[str, Any] | None) -> dict[str, int]:
-    counts = TokenCounts.model_validate(usage or {})
-    return {"totalTokens": counts.total_tokens, "inputTokens": counts.input_tokens,
-            "outputTokens": counts.output_tokens}
+    counts: dict[str, int] = TokenCounts.model_validate(usage or {}).to_firestore()
+    return counts
 
 
 class _Recording:
