@@ -22,7 +22,8 @@ from simplytalk.realtime import RecordResponse, StartCall, WatchPolicy
 from simplytalk.repositories.accounts import FirestoreAccounts
 from simplytalk.repositories.calls import CallRecord, FirestoreCalls, response_event
 from simplytalk.services import realtime_calls as calls_svc
-from simplytalk.services.realtime_tap import TapDeps, TapSettings, run_tap
+from simplytalk.services.realtime_deps import RealtimeDeps
+from simplytalk.services.realtime_tap import TapSettings, run_tap
 from simplytalk.tap_queue import InMemoryTapQueue
 
 from devtools.bench.quiet import quiet_stack
@@ -91,14 +92,13 @@ def _tap_load(stack: Stack, db: Any, calls_repo: FirestoreCalls, calls: int, lab
     from openai import OpenAI
 
     gateway = OpenAIRealtime(lambda: OpenAI(api_key="sk-local", base_url=f"{stack.openai_url}/v1", max_retries=2))
-    deps = calls_svc.CallDeps(calls=calls_repo, accounts=FirestoreAccounts(db), gateway=gateway,
-                              taps=InMemoryTapQueue(), clock=utcnow,
-                              limits=calls_svc.CallLimits("gpt-realtime-1.5", 30, calls))
+    deps = RealtimeDeps(calls=calls_repo, accounts=FirestoreAccounts(db), gateway=gateway,
+                        taps=InMemoryTapQueue(), clock=utcnow)
+    limits = calls_svc.CallLimits("gpt-realtime-1.5", 30, calls)
     with ThreadPoolExecutor(20) as pool:
         ids = list(pool.map(lambda _: calls_svc.start_call(
-            deps, uid, StartCall(assistant_id=assistant.id, sdp=OFFER)).record.id, range(calls)))
-    tap = TapDeps(calls=calls_repo, accounts=deps.accounts, gateway=gateway, taps=deps.taps, clock=utcnow)
-    threads = [threading.Thread(target=run_tap, args=(tap, SETTINGS, cid, 0, f"bench-{cid}"), daemon=True)
+            deps, limits, uid, StartCall(assistant_id=assistant.id, sdp=OFFER)).record.id, range(calls)))
+    threads = [threading.Thread(target=run_tap, args=(deps, SETTINGS, cid, 0, f"bench-{cid}"), daemon=True)
                for cid in ids]
     rss_before = _rss_mb()
     t_connect = time.monotonic()

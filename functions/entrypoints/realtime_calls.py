@@ -3,34 +3,25 @@ list and read the caller's calls, read a transcript, hang up."""
 
 from __future__ import annotations
 
-from simplytalk.clock import utcnow
 from simplytalk.config import settings
-from simplytalk.firestore import firestore_client
 from simplytalk.http import Api, ApiRequest, Reply
 from simplytalk.paging import page_size
 from simplytalk.realtime import StartCall
 from simplytalk.services import realtime_calls as svc
+from simplytalk.services.realtime_deps import firestore_deps as deps
 
 api = Api("realtime-calls")
 
 
-def deps() -> svc.CallDeps:
-    """Everything the service uses, wired in one place (each piece created once per instance)."""
-    from simplytalk.openai_gateway import realtime_gateway
-    from simplytalk.repositories.accounts import FirestoreAccounts
-    from simplytalk.repositories.calls import FirestoreCalls
-    from simplytalk.tap_queue import tap_queue
-
-    cfg, db = settings(), firestore_client()
-    return svc.CallDeps(calls=FirestoreCalls(db), accounts=FirestoreAccounts(db), gateway=realtime_gateway(),
-                        taps=tap_queue(), clock=utcnow,
-                        limits=svc.CallLimits(model=cfg.realtime_model, free_minutes=cfg.free_minutes,
-                                              max_concurrent=cfg.max_concurrent_calls))
+def limits() -> svc.CallLimits:
+    cfg = settings()
+    return svc.CallLimits(model=cfg.realtime_model, free_minutes=cfg.free_minutes,
+                          max_concurrent=cfg.max_concurrent_calls)
 
 
 @api.route("POST", "/")
 def start(req: ApiRequest) -> Reply:
-    started = svc.start_call(deps(), req.uid, req.parse(StartCall))
+    started = svc.start_call(deps(), limits(), req.uid, req.parse(StartCall))
     return Reply(201, started.to_json(), {"Location": f"/{started.record.id}"})
 
 

@@ -9,13 +9,12 @@ import uuid
 from typing import Any
 
 from simplytalk import logs
-from simplytalk.clock import utcnow
 from simplytalk.config import settings
 from simplytalk.events import pubsub_json
-from simplytalk.firestore import firestore_client
 from simplytalk.ids import valid_document_id
 from simplytalk.realtime import WatchPolicy
-from simplytalk.services.realtime_tap import TapDeps, TapSettings, run_tap, sweep_calls
+from simplytalk.services.realtime_deps import firestore_deps
+from simplytalk.services.realtime_tap import TapSettings, run_tap, sweep_calls
 
 log = logs.get_logger("realtime-tap")
 
@@ -28,17 +27,6 @@ def tap_settings() -> TapSettings:
                                           max_tampering=cfg.max_session_tampering, free_minutes=cfg.free_minutes))
 
 
-def tap_deps() -> TapDeps:
-    from simplytalk.openai_gateway import realtime_gateway
-    from simplytalk.repositories.accounts import FirestoreAccounts
-    from simplytalk.repositories.calls import FirestoreCalls
-    from simplytalk.tap_queue import tap_queue
-
-    db = firestore_client()
-    return TapDeps(calls=FirestoreCalls(db), accounts=FirestoreAccounts(db), gateway=realtime_gateway(),
-                   taps=tap_queue(), clock=utcnow)
-
-
 def handle(cloud_event: Any) -> None:
     message = pubsub_json(cloud_event)
     call_id, generation = message.get("callId"), message.get("generation", 0)
@@ -47,14 +35,14 @@ def handle(cloud_event: Any) -> None:
         log.error("realtime-tap: not a tap message: %.200r; acknowledged", message)
         return
     owner = uuid.uuid4().hex
-    outcome = run_tap(tap_deps(), tap_settings(), call_id, generation, owner)
+    outcome = run_tap(firestore_deps(), tap_settings(), call_id, generation, owner)
     log.info("tap run %s of %s (generation %d): %s", owner[:8], call_id, generation, outcome,
              extra={"fields": {"callId": call_id, "generation": generation, "outcome": outcome.value}})
 
 
 def sweep(cloud_event: Any) -> None:
     """Pub/Sub `realtime-watchdog` (Cloud Scheduler, every minute): the tap's safety net."""
-    report = sweep_calls(tap_deps(), tap_settings())
+    report = sweep_calls(firestore_deps(), tap_settings())
     log.info("realtime-watchdog: %d active, %d taps restarted, %d ended", report.active, report.restarted,
              report.ended, extra={"fields": {"active": report.active, "restarted": report.restarted,
                                              "ended": report.ended}})

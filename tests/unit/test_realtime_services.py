@@ -7,6 +7,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -17,7 +18,8 @@ from simplytalk.realtime import EndReason, StartCall, WatchPolicy
 from simplytalk.repositories.accounts import InMemoryAccounts
 from simplytalk.repositories.calls import InMemoryCalls
 from simplytalk.services import realtime_calls as svc
-from simplytalk.services.realtime_tap import TapDeps, TapOutcome, TapSettings, run_tap, sweep_calls
+from simplytalk.services.realtime_deps import RealtimeDeps
+from simplytalk.services.realtime_tap import TapOutcome, TapSettings, run_tap, sweep_calls
 from simplytalk.tap_queue import InMemoryTapQueue
 
 from tests.realtime_fakes import DROP, FailingQueue, FakeGateway
@@ -48,16 +50,24 @@ def accounts() -> InMemoryAccounts:
 
 
 @pytest.fixture
-def deps(accounts: InMemoryAccounts) -> svc.CallDeps:
-    return svc.CallDeps(calls=InMemoryCalls(), accounts=accounts, gateway=FakeGateway(), taps=InMemoryTapQueue(),
-                        clock=Clock(real=True), limits=svc.CallLimits("gpt-realtime-1.5", 30, 2))
+def gateway() -> FakeGateway:
+    return FakeGateway()
 
 
-def start(deps: svc.CallDeps, uid: str = "ann") -> svc.StartedCall:
-    return svc.start_call(deps, uid, StartCall(assistant_id=f"asst_{uid}", sdp=OFFER))
+@pytest.fixture
+def deps(accounts: InMemoryAccounts, gateway: FakeGateway) -> RealtimeDeps:
+    return RealtimeDeps(calls=InMemoryCalls(), accounts=accounts, gateway=gateway, taps=InMemoryTapQueue(),
+                        clock=Clock(real=True))
 
 
-def test_a_started_call_is_recorded_watched_and_answered(deps: svc.CallDeps) -> None:
+LIMITS = svc.CallLimits("gpt-realtime-1.5", 30, 2)
+
+
+def start(deps: RealtimeDeps, uid: str = "ann", limits: svc.CallLimits = LIMITS) -> svc.StartedCall:
+    return svc.start_call(deps, limits, uid, StartCall(assistant_id=f"asst_{uid}", sdp=OFFER))
+
+
+def test_a_started_call_is_recorded_watched_and_answered(deps: RealtimeDeps) -> None:
     started = start(deps)
 
     body = started.to_json()
@@ -68,12 +78,12 @@ def test_a_started_call_is_recorded_watched_and_answered(deps: svc.CallDeps) -> 
     assert deps.taps.started == [(body["callId"], 0)]  # type: ignore[attr-defined]
 
 
-def test_another_users_assistant_is_not_found(deps: svc.CallDeps) -> None:
+def test_another_users_assistant_is_not_found(deps: RealtimeDeps) -> None:
     with pytest.raises(NotFound):
-        svc.start_call(deps, "ann", StartCall(assistant_id="asst_bob", sdp=OFFER))
+        svc.start_call(deps, LIMITS, "ann", StartCall(assistant_id="asst_bob", sdp=OFFER))
 
 
-def test_past_the_free_allowance_only_subscribers_call(deps: svc.CallDeps, accounts: InMemoryAccounts) -> None:
+def test_past_the_free_allowance_only_subscribers_call(deps: RealtimeDeps, accounts: InMemoryAccounts) -> None:
     accounts.usage[("bob", "2026-11")] = UsageFigures(total_tokens=30 * 60)
     accounts.usage[("ann", "2026-11")] = UsageFigures(total_tokens=300 * 60)
 
@@ -84,7 +94,7 @@ def test_past_the_free_allowance_only_subscribers_call(deps: svc.CallDeps, accou
     start(deps, "bob")
 
 
-def test_ten_concurrent_starts_get_two_calls(deps: svc.CallDeps) -> None:
+def test_ten_concurrent_starts_get_two_calls(deps: RealtimeDeps) -> None:
     def attempt(_: int) -> str:
         try:
             start(deps)
@@ -99,7 +109,7 @@ def test_ten_concurrent_starts_get_two_calls(deps: svc.CallDeps) -> None:
     assert sorted(outcomes) == ["refused"] * 8 + ["started"] * 2
 
 
-def test_an_ended_call_frees_its_slot(deps: svc.CallDeps) -> None:
+def test_an_ended_call_frees_its_slot(deps: RealtimeDeps) -> None:
     first, _ = start(deps), start(deps)
     with pytest.raises(ResourceExhausted):
         start(deps)
@@ -110,12 +120,12 @@ def test_an_ended_call_frees_its_slot(deps: svc.CallDeps) -> None:
     start(deps)
 
 
-def test_openai_refusing_the_offer_frees_the_slot(deps: svc.CallDeps) -> None:
-    deps.gateway.fail_create = InvalidArgument("sdp: refused")  # type: ignore[attr-defined]
+def test_openai_refusing_the_offer_frees_the_slot(deps: RealtimeDeps, gateway: FakeGateway) -> None:
+    gateway.fail_create = InvalidArgument("sdp: refused")
     for _ in range(3):
         with pytest.raises(InvalidArgument):
             start(deps)
-    deps.gateway.fail_create = None  # type: ignore[attr-defined]
+    gateway.fail_create = None
 
     start(deps)
     start(deps)
@@ -123,8 +133,7 @@ def test_openai_refusing_the_offer_frees_the_slot(deps: svc.CallDeps) -> None:
 
 def test_a_call_nobody_can_watch_is_hung_up_not_left_unmetered(accounts: InMemoryAccounts) -> None:
     gateway, calls = FakeGateway(), InMemoryCalls()
-    deps = svc.CallDeps(calls=calls, accounts=accounts, gateway=gateway, taps=FailingQueue(), clock=Clock(),
-                        limits=svc.CallLimits("gpt-realtime-1.5", 30, 2))
+    deps = RealtimeDeps(calls=calls, accounts=accounts, gateway=gateway, taps=FailingQueue(), clock=Clock())
 
     with pytest.raises(Unavailable):
         start(deps)
@@ -136,13 +145,13 @@ def test_a_call_nobody_can_watch_is_hung_up_not_left_unmetered(accounts: InMemor
     assert calls.slots == {}
 
 
-def test_calls_page_newest_first(deps: svc.CallDeps) -> None:
+def test_calls_page_newest_first(deps: RealtimeDeps) -> None:
     clock = Clock()
-    deps = svc.CallDeps(**{**deps.__dict__, "clock": clock, "limits": svc.CallLimits("gpt-realtime-1.5", 30, 50)})
+    deps = replace(deps, clock=clock)
     made = []
     for i in range(5):
         clock.offset = dt.timedelta(seconds=i)
-        made.append(start(deps).record.id)
+        made.append(start(deps, limits=svc.CallLimits("gpt-realtime-1.5", 30, 50)).record.id)
     start(deps, "bob")
 
     first, token = svc.list_calls(deps, "ann", 3, None)
@@ -161,33 +170,30 @@ SETTINGS = TapSettings(run_seconds=30, lease_seconds=1.0, tick_seconds=0.02, han
                        policy=WatchPolicy(max_call_seconds=60, idle_seconds=30, max_tampering=1, free_minutes=30))
 
 
-def tap_deps(deps: svc.CallDeps, taps: Any = None) -> TapDeps:
-    return TapDeps(calls=deps.calls, accounts=deps.accounts, gateway=deps.gateway, taps=taps or deps.taps,
-                   clock=deps.clock)
-
-
 @pytest.fixture
-def tap(deps: svc.CallDeps) -> Iterator[Callable[..., Any]]:
+def tap(deps: RealtimeDeps, gateway: FakeGateway) -> Iterator[Callable[..., Any]]:
+    """Start a tap run in a thread; it returns once the run has opened its sideband (or ended)."""
     threads: list[threading.Thread] = []
 
     def run(call_id: str, generation: int = 0, settings: TapSettings = SETTINGS, owner: str = "run-1") -> Any:
         result: dict[str, Any] = {}
+        opened = len(gateway.calls[call_id].sidebands)
 
         def target() -> None:
             try:
-                result["outcome"] = run_tap(tap_deps(deps), settings, call_id, generation, owner)
+                result["outcome"] = run_tap(deps, settings, call_id, generation, owner)
             except Exception as exc:
                 result["error"] = exc
 
         thread = threading.Thread(target=target, daemon=True)
         thread.start()
         threads.append(thread)
-        result["thread"] = thread
+        wait(lambda: len(gateway.calls[call_id].sidebands) > opened or "outcome" in result or "error" in result)
         return result
 
     yield run
-    for call in deps.gateway.calls.values():  # type: ignore[attr-defined]
-        deps.gateway.end(call.call_id)  # type: ignore[attr-defined]
+    for call in gateway.calls.values():
+        gateway.end(call.call_id)
     for thread in threads:
         thread.join(timeout=5)
 
@@ -201,18 +207,17 @@ def wait(predicate: Callable[[], Any], timeout: float = 5.0) -> Any:
     raise AssertionError("condition not met")
 
 
-def events_of(deps: svc.CallDeps, call_id: str, kind: str) -> list[dict[str, Any]]:
+def events_of(deps: RealtimeDeps, call_id: str, kind: str) -> list[dict[str, Any]]:
     calls = deps.calls
     assert isinstance(calls, InMemoryCalls)
     return [e for e in calls.events.values() if e["callId"] == call_id and e["kind"] == kind]
 
 
-def test_the_tap_counts_each_response_once_across_a_dropped_sideband(deps: svc.CallDeps, tap: Any) -> None:
-    gateway: FakeGateway = deps.gateway  # type: ignore[assignment]
+def test_the_tap_counts_each_response_once_across_a_dropped_sideband(deps: RealtimeDeps, gateway: FakeGateway,
+                                                                     tap: Any) -> None:
     call_id = start(deps).record.id
     run = tap(call_id)
     call = gateway.calls[call_id]
-    wait(call.connected.is_set)
     for i, tokens in enumerate((100, 200, 300)):
         gateway.respond(call_id, f"resp_{i}", tokens, transcript=f"line {i}")
     gateway.respond(call_id, "resp_1", 200)  # a repeat
@@ -237,12 +242,11 @@ def test_the_tap_counts_each_response_once_across_a_dropped_sideband(deps: svc.C
     assert duration["callSeconds"] == ended.call.duration_seconds
 
 
-def test_a_browser_that_keeps_changing_the_session_is_hung_up(deps: svc.CallDeps, tap: Any) -> None:
-    gateway: FakeGateway = deps.gateway  # type: ignore[assignment]
+def test_a_browser_that_keeps_changing_the_session_is_hung_up(deps: RealtimeDeps, gateway: FakeGateway,
+                                                              tap: Any) -> None:
     call_id = start(deps).record.id
     run = tap(call_id)
     call = gateway.calls[call_id]
-    wait(call.connected.is_set)
     tampered = {**call.session, "instructions": "You are a pirate."}
 
     call.sideband.feed.put({"type": "session.updated", "session": tampered})
@@ -258,13 +262,12 @@ def test_a_browser_that_keeps_changing_the_session_is_hung_up(deps: svc.CallDeps
     assert record is not None and record.call.ended_reason == EndReason.SESSION_TAMPERED
 
 
-def test_crossing_the_allowance_mid_call_hangs_up(deps: svc.CallDeps, accounts: InMemoryAccounts, tap: Any) -> None:
-    gateway: FakeGateway = deps.gateway  # type: ignore[assignment]
+def test_crossing_the_allowance_mid_call_hangs_up(deps: RealtimeDeps, gateway: FakeGateway, accounts: InMemoryAccounts,
+                                                  tap: Any) -> None:
     accounts.usage[("bob", "2026-11")] = UsageFigures(total_tokens=29 * 60)
-    deps = svc.CallDeps(**{**deps.__dict__, "clock": Clock()})
+    deps = replace(deps, clock=Clock())
     call_id = start(deps, "bob").record.id
     run = tap(call_id)
-    wait(gateway.calls[call_id].connected.is_set)
 
     gateway.respond(call_id, "resp_a", 59)
     wait(lambda: events_of(deps, call_id, "response"))
@@ -279,46 +282,43 @@ def test_crossing_the_allowance_mid_call_hangs_up(deps: svc.CallDeps, accounts: 
     assert {e["usage"]["totalTokens"] for e in events_of(deps, call_id, "response")} == {59, 1, 7}
 
 
-def test_a_newer_generation_takes_over_and_the_old_run_leaves(deps: svc.CallDeps, tap: Any) -> None:
-    gateway: FakeGateway = deps.gateway  # type: ignore[assignment]
+def test_a_newer_generation_takes_over_and_the_old_run_leaves(deps: RealtimeDeps, gateway: FakeGateway,
+                                                              tap: Any) -> None:
     call_id = start(deps).record.id
     old = tap(call_id, 0, owner="old")
-    wait(gateway.calls[call_id].connected.is_set)
     new = tap(call_id, 1, owner="new")
-    wait(lambda: len(gateway.calls[call_id].sidebands) == 2)
 
     wait(lambda: "outcome" in old)
     assert old["outcome"] == TapOutcome.LEASE_LOST
-    assert run_tap(tap_deps(deps), SETTINGS, call_id, 0, "late") == TapOutcome.STALE
+    assert run_tap(deps, SETTINGS, call_id, 0, "late") == TapOutcome.STALE
     gateway.respond(call_id, "resp_new", 10)
     wait(lambda: len(events_of(deps, call_id, "response")) == 1)
     assert "outcome" not in new
 
 
-def test_a_duplicate_delivery_leaves_a_live_run_alone(deps: svc.CallDeps, tap: Any) -> None:
-    gateway: FakeGateway = deps.gateway  # type: ignore[assignment]
+def test_a_duplicate_delivery_leaves_a_live_run_alone(deps: RealtimeDeps, gateway: FakeGateway,
+                                                      tap: Any) -> None:
     call_id = start(deps).record.id
     tap(call_id, 0, owner="first")
-    wait(gateway.calls[call_id].connected.is_set)
 
-    assert run_tap(tap_deps(deps), SETTINGS, call_id, 0, "second") == TapOutcome.BUSY
+    assert run_tap(deps, SETTINGS, call_id, 0, "second") == TapOutcome.BUSY
     assert len(gateway.calls[call_id].sidebands) == 1
 
 
-def test_a_run_that_cannot_reach_the_sideband_raises_for_a_retry(deps: svc.CallDeps) -> None:
+def test_a_run_that_cannot_reach_the_sideband_raises_for_a_retry(deps: RealtimeDeps, gateway: FakeGateway) -> None:
     call_id = start(deps).record.id
-    deps.gateway.unreachable = True  # type: ignore[attr-defined]
+    gateway.unreachable = True
 
     with pytest.raises(Exception, match="no sideband"):
-        run_tap(tap_deps(deps), SETTINGS, call_id, 0, "run")
+        run_tap(deps, SETTINGS, call_id, 0, "run")
     lease = deps.calls.lease(call_id)
     assert lease is not None and lease.owner is None  # released: a retry takes over at once
 
 
-def test_a_run_out_of_budget_starts_the_next_generation(deps: svc.CallDeps, tap: Any) -> None:
-    gateway: FakeGateway = deps.gateway  # type: ignore[assignment]
+def test_a_run_out_of_budget_starts_the_next_generation(deps: RealtimeDeps, gateway: FakeGateway,
+                                                        tap: Any) -> None:
     call_id = start(deps).record.id
-    short = TapSettings(**{**SETTINGS.__dict__, "run_seconds": 0.5, "handover_seconds": 0.2})
+    short = replace(SETTINGS, run_seconds=0.5, handover_seconds=0.2)
 
     run = tap(call_id, settings=short)
     wait(lambda: "outcome" in run)
@@ -328,16 +328,16 @@ def test_a_run_out_of_budget_starts_the_next_generation(deps: svc.CallDeps, tap:
     assert gateway.calls[call_id].status == "active"
 
 
-def test_the_watchdog_restarts_lost_taps_and_ends_forgotten_calls(deps: svc.CallDeps) -> None:
+def test_the_watchdog_restarts_lost_taps_and_ends_forgotten_calls(deps: RealtimeDeps) -> None:
     clock = Clock()
-    deps = svc.CallDeps(**{**deps.__dict__, "clock": clock})
+    deps = replace(deps, clock=clock)
     young, old = start(deps).record.id, start(deps).record.id
     taps = InMemoryTapQueue()
     calls: InMemoryCalls = deps.calls  # type: ignore[assignment]
     calls.calls[old]["startedAt"] = NOW - dt.timedelta(hours=2)
 
     clock.offset = dt.timedelta(seconds=45)  # no tap for longer than the grace; within the maximum length
-    report = sweep_calls(tap_deps(deps, taps), SETTINGS)
+    report = sweep_calls(replace(deps, taps=taps), SETTINGS)
 
     assert (report.active, report.restarted, report.ended) == (2, 1, 1)
     assert taps.started == [(young, 0)]
@@ -345,12 +345,11 @@ def test_the_watchdog_restarts_lost_taps_and_ends_forgotten_calls(deps: svc.Call
     assert record is not None and record.call.ended_reason == "max_duration"
 
 
-def test_a_call_openai_will_not_let_us_watch_is_hung_up(deps: svc.CallDeps) -> None:
-    gateway: FakeGateway = deps.gateway  # type: ignore[assignment]
+def test_a_call_openai_will_not_let_us_watch_is_hung_up(deps: RealtimeDeps, gateway: FakeGateway) -> None:
     call_id = start(deps).record.id
     gateway.refuse_sideband = True  # OpenAI answers 404 to the sideband of a call that is up
 
-    assert run_tap(tap_deps(deps), SETTINGS, call_id, 0, "run") == TapOutcome.CALL_ENDED
+    assert run_tap(deps, SETTINGS, call_id, 0, "run") == TapOutcome.CALL_ENDED
 
     assert gateway.calls[call_id].status == "hung_up"
     record = deps.calls.get(call_id)
@@ -377,13 +376,12 @@ class Flaky:
         return flaky
 
 
-def test_a_write_that_fails_once_is_retried_not_lost(deps: svc.CallDeps, tap: Any) -> None:
-    gateway: FakeGateway = deps.gateway  # type: ignore[assignment]
+def test_a_write_that_fails_once_is_retried_not_lost(deps: RealtimeDeps, gateway: FakeGateway) -> None:
     call_id = start(deps).record.id
-    deps = svc.CallDeps(**{**deps.__dict__, "calls": Flaky(deps.calls, 2, "record_response")})
+    deps = replace(deps, calls=Flaky(deps.calls, 2, "record_response"))
     result: dict[str, Any] = {}
     thread = threading.Thread(target=lambda: result.update(
-        outcome=run_tap(tap_deps(deps), SETTINGS, call_id, 0, "run")), daemon=True)
+        outcome=run_tap(deps, SETTINGS, call_id, 0, "run")), daemon=True)
     thread.start()
     wait(gateway.calls[call_id].connected.is_set)
 
@@ -396,11 +394,11 @@ def test_a_write_that_fails_once_is_retried_not_lost(deps: svc.CallDeps, tap: An
     assert result["outcome"] == TapOutcome.CALL_ENDED
 
 
-def test_a_next_generation_that_fails_to_publish_is_published_again(deps: svc.CallDeps) -> None:
+def test_a_next_generation_that_fails_to_publish_is_published_again(deps: RealtimeDeps) -> None:
     call_id = start(deps).record.id
     taps = Flaky(InMemoryTapQueue(), 1, "start")
-    short = TapSettings(**{**SETTINGS.__dict__, "run_seconds": 0.5, "handover_seconds": 0.3})
+    short = replace(SETTINGS, run_seconds=0.5, handover_seconds=0.3)
 
-    assert run_tap(tap_deps(deps, taps), short, call_id, 0, "run") == TapOutcome.CONTINUED
+    assert run_tap(replace(deps, taps=taps), short, call_id, 0, "run") == TapOutcome.CONTINUED
 
     assert taps.inner.started == [(call_id, 1)]

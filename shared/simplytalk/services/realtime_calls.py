@@ -12,8 +12,6 @@ starts cannot overshoot).
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,12 +20,10 @@ from simplytalk.billing import format_minutes, period_of
 from simplytalk.clock import rfc3339
 from simplytalk.errors import NotFound, PaymentRequired, ResourceExhausted
 from simplytalk.models import RealtimeCall
-from simplytalk.openai_gateway import RealtimeGateway
 from simplytalk.paging import cursor_time, decode_token, encode_token
 from simplytalk.realtime import CallStatus, EndReason, SessionPlan, StartCall, live_minutes
-from simplytalk.repositories.accounts import Accounts
-from simplytalk.repositories.calls import CallRecord, CallRepository
-from simplytalk.tap_queue import TapQueue
+from simplytalk.repositories.calls import CallRecord
+from simplytalk.services.realtime_deps import RealtimeDeps
 
 log = logs.get_logger("realtime-calls")
 SLOT_RETRY_AFTER_S = 30
@@ -41,16 +37,6 @@ class CallLimits:
 
 
 @dataclass(frozen=True)
-class CallDeps:
-    calls: CallRepository
-    accounts: Accounts
-    gateway: RealtimeGateway
-    taps: TapQueue
-    clock: Callable[[], dt.datetime]
-    limits: CallLimits
-
-
-@dataclass(frozen=True)
 class StartedCall:
     record: CallRecord
     answer_sdp: str
@@ -61,7 +47,7 @@ class StartedCall:
                 "startedAt": call.to_json()["startedAt"], "model": call.model, "status": call.status}
 
 
-def start_call(deps: CallDeps, uid: str, request: StartCall) -> StartedCall:
+def start_call(deps: RealtimeDeps, limits: CallLimits, uid: str, request: StartCall) -> StartedCall:
     assistant = deps.accounts.owned_assistant(uid, request.assistant_id)
     now = deps.clock()
     period = period_of(now)
@@ -70,14 +56,14 @@ def start_call(deps: CallDeps, uid: str, request: StartCall) -> StartedCall:
     subscribed = deps.accounts.is_subscribed(uid)
     if not subscribed and card.openai_basis == "call-duration":  # calls going on count too
         used += live_minutes(card, [c.call.started_at for c in deps.calls.active_for_user(uid)], now)
-    if not subscribed and used >= deps.limits.free_minutes:
-        raise PaymentRequired(f"the free allowance of {deps.limits.free_minutes} minutes this month is used "
+    if not subscribed and used >= limits.free_minutes:
+        raise PaymentRequired(f"the free allowance of {limits.free_minutes} minutes this month is used "
                               f"({format_minutes(used)} minutes); subscribe to keep calling")
-    slot = deps.calls.reserve_slot(uid, deps.limits.max_concurrent, now)
+    slot = deps.calls.reserve_slot(uid, limits.max_concurrent, now)
     if slot is None:
-        raise ResourceExhausted(f"at most {deps.limits.max_concurrent} calls at once; end one first",
+        raise ResourceExhausted(f"at most {limits.max_concurrent} calls at once; end one first",
                                 retry_after=SLOT_RETRY_AFTER_S)
-    plan = SessionPlan.for_assistant(assistant, deps.limits.model)
+    plan = SessionPlan.for_assistant(assistant, limits.model)
     try:
         created = deps.gateway.create_call(request.sdp, plan.session())
     except BaseException:
@@ -103,7 +89,7 @@ def start_call(deps: CallDeps, uid: str, request: StartCall) -> StartedCall:
     return StartedCall(record, created.answer_sdp)
 
 
-def _abandon(deps: CallDeps, record: CallRecord, recorded: bool) -> None:
+def _abandon(deps: RealtimeDeps, record: CallRecord, recorded: bool) -> None:
     if recorded:
         with contextlib.suppress(Exception):
             deps.calls.request_end(record.id, EndReason.NOT_WATCHED)
@@ -116,14 +102,14 @@ def _abandon(deps: CallDeps, record: CallRecord, recorded: bool) -> None:
             deps.calls.release_slot(record.call.user_id, record.slot, None)
 
 
-def owned_call(deps: CallDeps, uid: str, call_id: str) -> CallRecord:
+def owned_call(deps: RealtimeDeps, uid: str, call_id: str) -> CallRecord:
     record = deps.calls.get(call_id)
     if record is None or record.call.user_id != uid:
         raise NotFound("call not found")  # another user's looks the same as none
     return record
 
 
-def hang_up(deps: CallDeps, uid: str, call_id: str) -> RealtimeCall:
+def hang_up(deps: RealtimeDeps, uid: str, call_id: str) -> RealtimeCall:
     record = owned_call(deps, uid, call_id)
     if record.active:
         deps.calls.request_end(call_id, EndReason.HUNG_UP)
@@ -134,7 +120,7 @@ def hang_up(deps: CallDeps, uid: str, call_id: str) -> RealtimeCall:
     return owned_call(deps, uid, call_id).call
 
 
-def list_calls(deps: CallDeps, uid: str, size: int, token: str | None) -> tuple[list[dict[str, Any]], str | None]:
+def list_calls(deps: RealtimeDeps, uid: str, size: int, token: str | None) -> tuple[list[dict[str, Any]], str | None]:
     cursor = decode_token(token, ("startedAt", "id"), times=("startedAt",), ids=("id",))
     after = (cursor_time(cursor["startedAt"]), cursor["id"]) if cursor else None
     records = deps.calls.page(uid, size + 1, after)
@@ -146,7 +132,7 @@ def list_calls(deps: CallDeps, uid: str, size: int, token: str | None) -> tuple[
     return [c.to_json() for c in page], next_token
 
 
-def transcript(deps: CallDeps, uid: str, call_id: str, size: int,
+def transcript(deps: RealtimeDeps, uid: str, call_id: str, size: int,
                token: str | None) -> tuple[list[dict[str, Any]], str | None]:
     owned_call(deps, uid, call_id)
     cursor = decode_token(token, ("at", "id"), times=("at",), ids=("id",))

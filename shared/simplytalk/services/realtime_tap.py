@@ -30,7 +30,7 @@ from simplytalk import logs
 from simplytalk.billing import period_of
 from simplytalk.errors import SimplyTalkError
 from simplytalk.ids import valid_document_id
-from simplytalk.openai_gateway import CallGone, RealtimeGateway, Sideband, SidebandLost
+from simplytalk.openai_gateway import CallGone, Sideband, SidebandLost
 from simplytalk.realtime import (
     MAX_TRANSCRIPT_ENTRIES,
     Action,
@@ -43,9 +43,8 @@ from simplytalk.realtime import (
     WatchPolicy,
     live_minutes,
 )
-from simplytalk.repositories.accounts import Accounts
-from simplytalk.repositories.calls import CallRecord, CallRepository
-from simplytalk.tap_queue import TapQueue
+from simplytalk.repositories.calls import CallRecord
+from simplytalk.services.realtime_deps import RealtimeDeps
 
 log = logs.get_logger("realtime-tap")
 
@@ -78,22 +77,13 @@ class TapSettings:
         return dt.timedelta(seconds=self.lease_seconds)
 
 
-@dataclass(frozen=True)
-class TapDeps:
-    calls: CallRepository
-    accounts: Accounts
-    gateway: RealtimeGateway
-    taps: TapQueue
-    clock: Callable[[], dt.datetime]
-
-
 class _Stop(StrEnum):
     CALL_ENDED = "call-ended"
     LEASE_LOST = "lease-lost"
     BUDGET = "budget"
 
 
-def run_tap(deps: TapDeps, settings: TapSettings, call_id: str, generation: int, owner: str) -> TapOutcome:
+def run_tap(deps: RealtimeDeps, settings: TapSettings, call_id: str, generation: int, owner: str) -> TapOutcome:
     record = deps.calls.get(call_id)
     if record is None:
         return TapOutcome.NO_SUCH_CALL
@@ -115,7 +105,7 @@ def run_tap(deps: TapDeps, settings: TapSettings, call_id: str, generation: int,
         run.finish()
 
 
-def _acquire(deps: TapDeps, settings: TapSettings, call_id: str, generation: int, owner: str) -> TapOutcome | None:
+def _acquire(deps: RealtimeDeps, settings: TapSettings, call_id: str, generation: int, owner: str) -> TapOutcome | None:
     """None once the lease is ours. A busy lease is waited out for one lease period: a live
     holder renews it (then this delivery is a duplicate); a dead one lets it expire."""
     give_up = time.monotonic() + settings.lease_seconds + 2 * settings.tick_seconds + 1
@@ -131,7 +121,7 @@ def _acquire(deps: TapDeps, settings: TapSettings, call_id: str, generation: int
 
 
 class _Run:
-    def __init__(self, deps: TapDeps, settings: TapSettings, record: CallRecord, generation: int,
+    def __init__(self, deps: RealtimeDeps, settings: TapSettings, record: CallRecord, generation: int,
                  owner: str, last_seen: dt.datetime) -> None:
         self.deps, self.settings, self.record = deps, settings, record
         self.generation, self.owner = generation, owner
@@ -402,7 +392,8 @@ class SweepReport:
     ended: int = 0
 
 
-def sweep_calls(deps: TapDeps, settings: TapSettings, page: int = 200, budget_seconds: float = 90.0) -> SweepReport:
+def sweep_calls(deps: RealtimeDeps, settings: TapSettings, page: int = 200,
+                budget_seconds: float = 90.0) -> SweepReport:
     """The safety net (Cloud Scheduler, every minute): a call whose tap lease has lapsed gets a
     new tap run; a call past its maximum length that nobody ended is hung up and ended. Pages
     through every active call (within the budget; the next sweep goes on where this one could not)."""
@@ -420,7 +411,7 @@ def sweep_calls(deps: TapDeps, settings: TapSettings, page: int = 200, budget_se
     return report
 
 
-def _sweep_one(deps: TapDeps, settings: TapSettings, record: CallRecord, grace: dt.timedelta,
+def _sweep_one(deps: RealtimeDeps, settings: TapSettings, record: CallRecord, grace: dt.timedelta,
                report: SweepReport) -> None:
     now = deps.clock()
     report.active += 1
