@@ -16,6 +16,7 @@ import requests
 from google.auth.credentials import AnonymousCredentials
 from google.cloud import firestore
 from simplytalk.clock import utcnow
+from simplytalk.config import Settings
 from simplytalk.models import OpenAIAssistant
 from simplytalk.openai_gateway import OpenAIRealtime
 from simplytalk.realtime import RecordResponse, StartCall, WatchPolicy
@@ -185,6 +186,40 @@ def _counted_latency(stack: Stack) -> dict[str, Any]:
             "p50_ms": round(p50, 1), "p99_ms": round(max(samples), 1), "p50_vs_bare": None}
 
 
+def _takeover(stack: Stack, runs: int = 3) -> dict[str, Any]:
+    """The process running a call's tap is killed: how long until a new run watches the call
+    (Pub/Sub redelivery with the manifest's backoff, then the lease lapsing)."""
+    http, assistant_id = _subscriber(stack, "bench-realtime-takeover@example.com")
+    call = http.post(stack.function_url("realtime-calls"), json={"assistantId": assistant_id, "sdp": OFFER},
+                     timeout=30).json()
+    control = f"{stack.openai_url}/_fake/calls/{call['callId']}"
+
+    def connects() -> int:
+        state = requests.get(control, timeout=10).json()
+        return int(state["sidebandConnects"]) if state["sidebandConnections"] >= 1 else -1
+
+    samples = []
+    for _ in range(runs):
+        while connects() < 0:
+            time.sleep(0.05)
+        before = connects()
+        t0 = time.perf_counter()
+        stack.kill("taps")
+        stack.restart("taps")
+        while connects() <= before:
+            if time.perf_counter() - t0 > 120:
+                raise RuntimeError("no tap watched the call again within 120 s")
+            time.sleep(0.05)
+        samples.append((time.perf_counter() - t0) * 1000)
+        requests.post(f"{control}/responses", json={"usage": USAGE}, timeout=30).raise_for_status()
+    requests.post(f"{control}/end", timeout=10)
+    p50, _ = _pcts(samples)
+    lease = Settings.from_env().tap_lease_seconds  # what the stack's tap runs with
+    return {"request": f"tap process killed -> call watched again (n={runs}, max as p99; lease {lease} s)",
+            "n": runs,
+            "p50_ms": round(p50, 1), "p99_ms": round(max(samples), 1), "p50_vs_bare": None}
+
+
 def _start_latency(stack: Stack) -> list[dict[str, Any]]:
     http, assistant_id = _subscriber(stack, "bench-realtime-start@example.com")
     url, bare = stack.function_url("realtime-calls"), stack.function_url("bench-bare")
@@ -215,7 +250,7 @@ def _start_latency(stack: Stack) -> list[dict[str, Any]]:
 
 
 def run(stack: Stack) -> dict[str, Any]:
-    latency = [*_start_latency(stack), _counted_latency(stack)]
+    latency = [*_start_latency(stack), _counted_latency(stack), _takeover(stack)]
     # The load runs on a stack without Firestore triggers: thousands of usage events would
     # otherwise queue aggregation deliveries behind everything measured after them.
     with quiet_stack(stack, "rt") as quiet:
