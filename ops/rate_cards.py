@@ -1,7 +1,7 @@
 """List or add rate cards (cards are immutable data, versioned by the date they take effect).
 
     python -m ops.rate_cards list
-    python -m ops.rate_cards add --effective-from 2027-01-01 --tokens-per-minute 1200 \\
+    python -m ops.rate_cards add [--effective-from 2027-01-01] --tokens-per-minute 1200 \\
         --cents-per-minute 12.5 [--basis tokens|call-duration] [--id card-2027] --by ops@example.com
 
 The project comes from SIMPLYTALK_PROJECT / GOOGLE_CLOUD_PROJECT (the emulators for a demo- project).
@@ -25,7 +25,7 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("list")
     add = sub.add_parser("add")
-    add.add_argument("--effective-from", required=True)
+    add.add_argument("--effective-from", default=None, help="YYYY-MM-01 (default: next month)")
     add.add_argument("--tokens-per-minute", required=True, type=int)
     add.add_argument("--cents-per-minute", required=True, help="a decimal string, e.g. 45 or 12.5")
     add.add_argument("--basis", default="tokens", choices=["tokens", "call-duration"])

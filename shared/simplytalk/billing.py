@@ -27,6 +27,7 @@ class RateCard:
     cents_per_minute: Decimal
     currency: str = "usd"
     openai_basis: Basis = "tokens"  # or "call-duration": bill Realtime calls by their length
+    added_at: dt.datetime | None = None  # breaks a tie on effective_from: the card added last wins
 
     def __post_init__(self) -> None:
         if self.tokens_per_minute <= 0:
@@ -109,7 +110,7 @@ def period_of(moment: dt.datetime) -> str:
 
 
 def valid_period(period: str) -> bool:
-    if len(period) != 7 or period[4] != "-":
+    if len(period) != 7 or period[4] != "-" or not period.isascii():
         return False
     year, month = period[:4], period[5:]
     return year.isdigit() and month.isdigit() and 1 <= int(month) <= 12 and int(year) >= 1970

@@ -25,12 +25,20 @@ def period_start(period: str) -> dt.date:
 
 
 def card_for(period: str, cards: list[RateCard]) -> RateCard:
-    """The card in effect on the first day of the period (cards are data, versioned by date)."""
+    """The card in effect on the first day of the period (cards are data, versioned by date).
+    Two cards from the same day: the one added last wins."""
     start = period_start(period)
     eligible = [c for c in cards if c.effective_from <= start]
     if not eligible:
         return DEFAULT_RATE_CARD
-    return max(eligible, key=lambda c: (c.effective_from, c.id))
+    return max(eligible, key=card_order)
+
+
+_NEVER = dt.datetime.min.replace(tzinfo=dt.UTC)
+
+
+def card_order(card: RateCard) -> tuple[dt.date, dt.datetime, str]:
+    return card.effective_from, card.added_at or _NEVER, card.id
 
 
 @dataclass(frozen=True)

@@ -173,7 +173,10 @@ def test_rate_cards_are_added_by_admins_only(stack: Stack, new_user: Any) -> Non
     assert created.status_code == 201, created.text
     assert created.json()["centsPerMinute"] == "12.5"
     assert requests.post(url, json=card, headers=admin.headers, timeout=10).status_code == 409
+    this_month = dt.datetime.now(dt.UTC).date().replace(day=1).isoformat()
     for bad, field in [({**card, "id": "x-past", "effectiveFrom": "2020-01-01"}, "effectiveFrom"),
+                       ({**card, "id": "x-now", "effectiveFrom": this_month}, "effectiveFrom"),
+                       ({**card, "id": "x-mid", "effectiveFrom": "2027-01-15"}, "effectiveFrom"),
                        ({**card, "id": "x-float", "centsPerMinute": 12.5}, "centsPerMinute"),
                        ({**card, "id": "x-zero", "tokensPerMinute": 0}, "tokensPerMinute"),
                        ({**card, "id": "x-eur", "currency": "eur"}, "currency")]:

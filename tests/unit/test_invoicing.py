@@ -69,3 +69,12 @@ def test_lines_add_up_to_a_total_rounded_once(items: list[tuple[str, UsageFigure
     assert invoice.total == round_half_up(exact)
     for line in invoice.lines:
         assert abs(line.amount - line.exact_cents) < 1
+
+
+def test_of_two_cards_from_the_same_day_the_one_added_last_wins() -> None:
+    day = dt.date(2027, 3, 1)
+    first = RateCard("zz-first", day, 60, Decimal(10), added_at=dt.datetime(2027, 1, 5, tzinfo=dt.UTC))
+    second = RateCard("aa-second", day, 60, Decimal(20), added_at=dt.datetime(2027, 1, 6, tzinfo=dt.UTC))
+
+    assert card_for("2027-03", [second, first]).id == "aa-second"
+    assert card_for("2027-03", [first, second, DEFAULT_RATE_CARD]).id == "aa-second"

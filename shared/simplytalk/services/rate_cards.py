@@ -12,6 +12,7 @@ from pydantic.alias_generators import to_camel
 from simplytalk import collections as col
 from simplytalk.billing import DEFAULT_RATE_CARD, RateCard
 from simplytalk.errors import Conflict, FieldViolation, InvalidArgument
+from simplytalk.invoicing import card_order
 
 if TYPE_CHECKING:
     from google.cloud.firestore import Client
@@ -21,7 +22,7 @@ class RateCardInput(BaseModel):
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
 
     id: str | None = Field(default=None, pattern=r"^[a-z0-9][a-z0-9-]{2,62}$")
-    effective_from: dt.date
+    effective_from: dt.date | None = None  # default: the first day of next month
     tokens_per_minute: int = Field(ge=1, le=1_000_000)
     cents_per_minute: Decimal = Field(ge=0, le=100_000, max_digits=12, decimal_places=4)
     currency: Literal["usd"] = "usd"
@@ -36,10 +37,12 @@ class RateCardInput(BaseModel):
 
 
 def to_card(doc_id: str, data: dict[str, Any]) -> RateCard:
+    added_at = data.get("createdAt")
     return RateCard(id=doc_id, effective_from=dt.date.fromisoformat(data["effectiveFrom"]),
                     tokens_per_minute=int(data["tokensPerMinute"]),
                     cents_per_minute=Decimal(data["centsPerMinute"]), currency=data.get("currency", "usd"),
-                    openai_basis=data.get("openaiBasis", "tokens"))
+                    openai_basis=data.get("openaiBasis", "tokens"),
+                    added_at=added_at if isinstance(added_at, dt.datetime) else None)
 
 
 def card_json(card: RateCard) -> dict[str, Any]:
@@ -53,22 +56,39 @@ def list_cards(db: Client) -> list[RateCard]:
     stored = [to_card(s.id, s.to_dict() or {}) for s in db.collection(col.RATE_CARDS).stream()]
     ids = {c.id for c in stored}
     cards = stored + ([DEFAULT_RATE_CARD] if DEFAULT_RATE_CARD.id not in ids else [])
-    return sorted(cards, key=lambda c: (c.effective_from, c.id))
+    return sorted(cards, key=card_order)
+
+
+def next_month_start(now: dt.datetime) -> dt.date:
+    first = now.astimezone(dt.UTC).date().replace(day=1)
+    return (first + dt.timedelta(days=32)).replace(day=1)
+
+
+def effective_date(requested: dt.date | None, now: dt.datetime) -> dt.date:
+    """A card takes effect on the first day of a month that has not begun: usage already
+    shown to a user (this month's estimate) or billed is never repriced."""
+    earliest = next_month_start(now)
+    if requested is None:
+        return earliest
+    if requested.day != 1:
+        raise InvalidArgument("effectiveFrom: a card takes effect on the first day of a month",
+                              [FieldViolation("effectiveFrom", "must be the first day of a month")])
+    if requested < earliest:
+        raise InvalidArgument(f"effectiveFrom: must be {earliest.isoformat()} or later (a month not yet begun)",
+                              [FieldViolation("effectiveFrom", f"must be {earliest.isoformat()} or later")])
+    return requested
 
 
 def add_card(db: Client, data: RateCardInput, created_by: str, now: dt.datetime) -> RateCard:
-    """A new card; it may take effect from the current month on, never earlier (closed
-    months keep the card they were billed with)."""
+    """A new card from a month that has not begun (closed and current months keep their card).
+    Cards are immutable; a second card for the same month replaces the first (the last added wins)."""
     from google.api_core import exceptions as gexc
 
-    this_month = now.date().replace(day=1)
-    if data.effective_from < this_month:
-        raise InvalidArgument("effectiveFrom: must not be before the current month",
-                              [FieldViolation("effectiveFrom", "must not be before the current month")])
-    card_id = data.id or f"card-{data.effective_from.isoformat()}-{now.strftime('%H%M%S')}"
-    card = RateCard(id=card_id, effective_from=data.effective_from, tokens_per_minute=data.tokens_per_minute,
+    effective_from = effective_date(data.effective_from, now)
+    card_id = data.id or f"card-{effective_from.isoformat()}-{now.strftime('%Y%m%d%H%M%S')}"
+    card = RateCard(id=card_id, effective_from=effective_from, tokens_per_minute=data.tokens_per_minute,
                     cents_per_minute=data.cents_per_minute, currency=data.currency,
-                    openai_basis=data.openai_basis)
+                    openai_basis=data.openai_basis, added_at=now)
     try:
         db.collection(col.RATE_CARDS).document(card_id).create(
             {**{k: v for k, v in card_json(card).items() if k != "id"}, "createdAt": now,
