@@ -34,7 +34,11 @@ class Settings:
     max_body_bytes: int
     max_assistants_per_user: int = 50
     scrape_allow_loopback: bool = False
-    vapi_webhook_secret: str | None = None
+    vapi_webhook_secret: str | None = None  # legacy: vapi's inline secret, sent as x-vapi-secret
+    vapi_webhook_bearer_token: str | None = None  # a vapi Bearer Token credential
+    vapi_webhook_hmac_secret: str | None = None  # a vapi HMAC credential (sha256, hex, defaults)
+    vapi_webhook_tolerance_seconds: int = 300  # how old or early an HMAC x-timestamp may be
+    vapi_max_call_seconds: int = 43200  # vapi's own maximum maxDurationSeconds
     stripe_api_key: str | None = None
     stripe_api_base: str | None = None  # a local Stripe (tests, `make run`); demo- projects only
     stripe_webhook_secret: str | None = None
@@ -105,6 +109,10 @@ class Settings:
             scrape_allow_loopback=allow_loopback,
             # from Secret Manager in production (deploy.toml); a fixed value for the local stack
             vapi_webhook_secret=env.get("VAPI_WEBHOOK_SECRET") or ("local-vapi-secret" if demo else None),
+            vapi_webhook_bearer_token=env.get("VAPI_WEBHOOK_BEARER_TOKEN") or ("local-vapi-bearer" if demo else None),
+            vapi_webhook_hmac_secret=env.get("VAPI_WEBHOOK_HMAC_SECRET") or ("local-vapi-hmac" if demo else None),
+            vapi_webhook_tolerance_seconds=positive_int("VAPI_WEBHOOK_TOLERANCE_SECONDS", 300),
+            vapi_max_call_seconds=positive_int("SIMPLYTALK_VAPI_MAX_CALL_SECONDS", 43200),
             stripe_api_key=env.get("STRIPE_API_KEY") or ("sk_test_local" if demo else None),
             stripe_api_base=stripe_base,
             stripe_webhook_secret=env.get("STRIPE_WEBHOOK_SECRET") or ("whsec_local" if demo else None),
