@@ -6,24 +6,38 @@ from simplytalk.config import settings
 from simplytalk.errors import InvalidArgument
 from simplytalk.firestore import firestore_client
 from simplytalk.http import Api, ApiRequest, Reply, parse_model
-from simplytalk.services.vapi import EndOfCallReport, check_secret, record_end_of_call
+from simplytalk.services.vapi import (
+    EndOfCallReport,
+    Limits,
+    WebhookAuth,
+    authenticate,
+    parse_body,
+    record_end_of_call,
+)
 
 # End-of-call reports carry the whole transcript: allow large bodies here.
 api = Api("vapi-webhook", max_body_bytes=8 * 1024 * 1024)
 log = logs.get_logger("vapi-webhook")
 
 
-@api.route("POST", "/", public=True)  # authenticated by the shared secret, not a Firebase token
+@api.route("POST", "/", public=True)  # authenticated by a vapi credential, not a Firebase token
 def receive(req: ApiRequest) -> Reply:
-    check_secret(req.raw.headers.get("x-vapi-secret"), settings().vapi_webhook_secret)
-    body = req.json()
+    raw = req.body()  # the HMAC signs these exact bytes
+    config = settings()
+    scheme = authenticate(dict(req.raw.headers), raw, WebhookAuth.from_settings(config), utcnow())
+    body = parse_body(raw)
     message = body.get("message") if isinstance(body, dict) else None
     if not isinstance(message, dict) or not isinstance(message.get("type"), str):
         raise InvalidArgument("body must be a vapi server message: {message: {type, ...}}")
     if message["type"] != "end-of-call-report":
         return Reply(200, {"received": True})  # other messages are acknowledged and ignored
     report = parse_model(EndOfCallReport, message)
-    outcome = record_end_of_call(firestore_client(), report, utcnow())
-    log.info("vapi call %s: %s", report.call.id, outcome, extra={"fields": {"callId": report.call.id,
-                                                                           "outcome": outcome}})
-    return Reply(200, {"received": True, "outcome": outcome})
+    done = record_end_of_call(firestore_client(), report, raw, utcnow(),
+                              Limits(max_call_seconds=config.vapi_max_call_seconds))
+    fields = {"callId": done.event_id, "outcome": done.outcome, "reason": done.reason, "auth": scheme}
+    if done.outcome == "set-aside":  # never counted, and vapi will not send it again: an operator must look
+        log.error("vapi call %s set aside (%s): it can never be counted", done.event_id, done.reason,
+                  extra={"fields": fields})
+    else:
+        log.info("vapi call %s: %s", done.event_id, done.outcome, extra={"fields": fields})
+    return Reply(200, {"received": True, "outcome": done.outcome})
