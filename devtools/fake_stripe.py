@@ -724,6 +724,9 @@ class FakeStripe:
                 if name not in honors:
                     raise not_emulated(name, f"{method} {endpoint.template}")
             key = headers.get("Idempotency-Key") if method == "POST" else None
+            if key and len(key) > 255:
+                raise StripeError(400, "Idempotency keys can be at most 255 characters long; this one has "
+                                       f"{len(key)}.", kind="idempotency_error", saved=False)
             if key:
                 ctx.key = out["Idempotency-Key"] = key
                 replay = self._claim(key, f"{method} {path}", raw, ctx.request_id or "")
@@ -1579,6 +1582,10 @@ class FakeStripe:
         now = self.now()
         starting = customer["balance"]
         due = invoice["total"] + starting
+        invoice.update({  # the customer's details as they are now
+            "customer_address": copy.deepcopy(customer["address"]), "customer_email": customer["email"],
+            "customer_name": customer["name"], "customer_phone": customer["phone"],
+            "customer_shipping": copy.deepcopy(customer["shipping"]), "customer_tax_exempt": customer["tax_exempt"]})
         invoice.update({
             "status": "open", "starting_balance": starting, "amount_due": max(due, 0), "amount_remaining": max(due, 0),
             "ending_balance": min(due, 0), "automatically_finalizes_at": None, "effective_at": now,

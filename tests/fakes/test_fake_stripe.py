@@ -617,6 +617,16 @@ def test_amounts_below_the_minimum_charge_move_to_the_customer_balance(url: str,
     assert sc.v1.customers.retrieve(credit).balance == -200
 
 
+def test_a_finalized_invoice_keeps_the_customer_details_of_that_moment(sc: stripe.StripeClient) -> None:
+    cus = customer(sc, name="Ann")
+    invoice = draft(sc, cus, [100])
+    sc.v1.customers.update(cus, params={"name": "Ann B", "email": "annb@example.com"})
+    finalized = sc.v1.invoices.finalize_invoice(invoice.id)
+    assert (finalized.customer_name, finalized.customer_email) == ("Ann B", "annb@example.com")
+    sc.v1.customers.update(cus, params={"name": "Ann C"})
+    assert sc.v1.invoices.retrieve(invoice.id).customer_name == "Ann B"
+
+
 def test_invoice_items_from_prices_and_pending_items(sc: stripe.StripeClient) -> None:
     cus = customer(sc)
     sc.v1.invoice_items.create(params={"customer": cus, "pricing": {"price": "price_x"}, "quantity": 2})
@@ -794,6 +804,8 @@ def test_a_key_with_other_parameters_or_another_endpoint_is_an_idempotency_error
     elsewhere = refusal(lambda: sc.v1.invoices.create(params={"customer": cus.id}, options={"idempotency_key": "k5"}),
                         stripe.IdempotencyError)
     assert "same endpoint" in str(elsewhere.user_message)
+    too_long = refusal(lambda: sc.v1.customers.create(options={"idempotency_key": "k" * 256}), stripe.IdempotencyError)
+    assert too_long.http_status == 400
 
 
 def test_a_key_still_in_flight_is_a_409_and_the_sdk_retry_gets_the_replay(url: str, client: Client) -> None:
