@@ -750,7 +750,9 @@ class FakeStripe:
                 raise StripeError(500, f"The fake Stripe failed: {exc!r}", kind="api_error") from exc
             if key:
                 with self.lock:
-                    self.idempotency[key].response = result
+                    entry = self.idempotency.get(key)
+                    if entry is not None:  # (unless the keys were forgotten meanwhile)
+                        entry.response = result
             return result[0], result[1], out
         except StripeError as exc:
             return exc.status, exc.body(ctx.request_id), out
@@ -1217,9 +1219,10 @@ class FakeStripe:
                 "nickname": None, "product": price["product"], "tiers_mode": None, "transform_usage": None,
                 "trial_period_days": None, "usage_type": "licensed"}
 
-    def _priced(self, p: Obj, param: str, currency: str | None) -> tuple[int, str | None, Obj | None]:
+    def _priced(self, p: Obj, param: str, currency: str | None,
+                store: bool = True) -> tuple[int, str | None, Obj | None]:
         """(amount, currency, pricing) of an invoice item or line from amount / pricing[price] / price_data /
-        unit_amount_decimal, with quantity."""
+        unit_amount_decimal, with quantity (`store`: keep the price `price_data` makes)."""
         quantity = p.get("quantity", 1)
         if "amount" in p:
             return p["amount"], currency, None
@@ -1235,7 +1238,8 @@ class FakeStripe:
                 unit = int(data["unit_amount_decimal"])
             if unit is None:
                 raise missing_param(f"{param}price_data[unit_amount]")
-            price = self._new_price(self._id("price"), unit, data["currency"], None, data["product"])
+            price = (self._new_price(self._id("price"), unit, data["currency"], None, data["product"]) if store
+                     else {"id": None, "product": data["product"], "unit_amount_decimal": str(unit)})
             return (unit * quantity, data["currency"],
                     {"price_details": {"price": price["id"], "product": price["product"]}, "type": "price_details",
                      "unit_amount_decimal": price["unit_amount_decimal"]})
@@ -1542,7 +1546,10 @@ class FakeStripe:
                     raise _refused(f"lines[{i}][invoice_item]", "The invoice item is not a pending item of this "
                                                                 "invoice's customer.")
             else:
-                self._priced(line, f"lines[{i}]", invoice["currency"])
+                _, currency, _ = self._priced(line, f"lines[{i}]", invoice["currency"], store=False)
+                if currency != invoice["currency"]:
+                    raise _refused(f"lines[{i}]", f"The currency of this line ({currency}) must match the "
+                                                  f"currency of the invoice ({invoice['currency']}).")
         before = self._view(invoice)
         for i, line in enumerate(lines):
             if line.get("invoice_item"):

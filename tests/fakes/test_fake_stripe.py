@@ -634,7 +634,14 @@ def test_invoice_items_from_prices_and_pending_items(sc: stripe.StripeClient) ->
     invoice = sc.v1.invoices.create(params={"customer": cus, "pending_invoice_items_behavior": "include"})
     assert invoice.total == 2005 and len(invoice.lines.data) == 2
     assert sc.v1.invoice_items.list(params={"pending": True}).data == []
-    assert sc.v1.invoices.create(params={"customer": cus}).total == 0  # exclude is the default
+    empty = sc.v1.invoices.create(params={"customer": cus})
+    assert empty.total == 0  # exclude is the default
+    mixed: Any = [{"amount": 5}, {"price_data": {"currency": "eur", "product": "prod_x", "unit_amount": 7}}]
+    assert refusal(lambda: sc.v1.invoices.add_lines(empty.id, params={"lines": mixed})).param == "lines[1]"
+    assert sc.v1.invoices.retrieve(empty.id).total == 0  # all or nothing
+    priced = sc.v1.invoices.add_lines(empty.id, params={"lines": [{"price_data": {
+        "currency": "usd", "product": "prod_x", "unit_amount": 7}, "quantity": 3}]})
+    assert priced.total == 21 and priced.lines.data[0].pricing and priced.lines.data[0].pricing.price_details
 
 
 # -- the clock -------------------------------------------------------------------------------------------
