@@ -12,9 +12,10 @@ SDK is read at start-up and is the reference, so the fake follows it when it is 
   one a 400 `parameter_missing`, a malformed value a 400 naming it. A parameter the SDK accepts but
   this fake does not emulate is a 400 that says so (never silently ignored).
 * Versions. `Stripe-Version` is read on every request (the SDK always sends one; none means the pinned
-  version); an unknown version is a 400. From 2026-09-30, `payment_method_types` on setup intents is a
-  400 `payment_method_types_no_longer_supported` (use `allowed_payment_method_types`,
-  `automatic_payment_methods` or `payment_method_configuration`); older versions may still send it.
+  version); a version not in KNOWN_VERSIONS (the pin and Stripe's releases before it) is a 400. From
+  2026-09-30, `payment_method_types` on setup intents is a 400 `payment_method_types_no_longer_supported`
+  (use `allowed_payment_method_types`, `automatic_payment_methods` or `payment_method_configuration`);
+  older versions may still send it.
   Otherwise every version gets the pinned version's objects. Events carry the version of the request
   that caused them (the pinned one for the fake's own background work).
 * Objects carry every field of the SDK's resource class (null where Stripe has nothing);
@@ -47,8 +48,9 @@ SDK is read at start-up and is the reference, so the fake follows it when it is 
   (the fake's account offers card). Confirm with a test card (below), cancel.
 * Idempotency: the first response of a key, errors included, is replayed with `Idempotent-Replayed:
   true`; the key with other parameters or another endpoint is a 400 `idempotency_error`; while the first
-  request is in flight, a 409 `idempotency_error`. Requests refused before they run (authentication,
-  version, parameters, injected faults) are not saved, so the SDK's retries work.
+  request is in flight, a 409 `idempotency_error` (the SDK raises APIError for it, and retries it).
+  Requests refused before they run (authentication, version, parameters, injected faults) are not
+  saved, so the SDK's retries work. Keys longer than 255 characters are refused.
 * Errors have Stripe's body `{"error": {"type", "message", "code", "param", "doc_url", ...}}` and status
   (400/404 invalid_request_error, 401, 402 card_error, 409, 429 rate_limit, 500 api_error).
 * Events are `stripe.Event`s, signed with the configured secret (`Stripe-Signature: t=...,v1=...`) and
@@ -73,6 +75,8 @@ late while their idempotency key is in flight); `DELETE /_fake/faults`.
 
 localstripe (PyPI) was probed first: it lacks idempotency, invoice finalization, hosted invoice URLs
 and invoices from pending items, which this backend relies on.
+
+Hosted invoice pages (`hosted_invoice_url`, `GET /i/{id}`) are a plain summary.
 
 Run: `python -m devtools.fake_stripe --port 12111 [--autopay-delay 0.2]`.
 """
