@@ -40,12 +40,11 @@ def add_rate_card(req: ApiRequest) -> Reply:
 
 @api.route("POST", "/setup-intent")
 def setup_intent(req: ApiRequest) -> Reply:
-    """A SetupIntent for Stripe.js to save the caller's card (send Idempotency-Key to make retries safe)."""
-    from simplytalk.stripe_gateway import stripe_client
+    """A SetupIntent for Stripe.js to save the caller's card: the caller's open one while it is unused."""
+    from simplytalk.stripe_gateway import stripe_client, stripe_errors
 
-    with payments.stripe_errors():
-        result = payments.create_setup_intent(firestore_client(), stripe_client(), req.uid, utcnow(),
-                                              req.raw.headers.get("Idempotency-Key"))
+    with stripe_errors():
+        result = payments.create_setup_intent(firestore_client(), stripe_client(), req.uid, utcnow())
     return Reply(201, result)
 
 
@@ -56,9 +55,9 @@ def get_subscription(req: ApiRequest) -> Reply:
 
 @api.route("POST", "/subscription")
 def subscribe(req: ApiRequest) -> Reply:
-    from simplytalk.stripe_gateway import stripe_client
+    from simplytalk.stripe_gateway import stripe_client, stripe_errors
 
-    with payments.stripe_errors():
+    with stripe_errors():
         view = payments.subscribe(firestore_client(), stripe_client(), req.uid, settings().stripe_price_id,
                                   utcnow())
     return Reply(201, view)
@@ -66,7 +65,7 @@ def subscribe(req: ApiRequest) -> Reply:
 
 @api.route("DELETE", "/subscription")
 def cancel(req: ApiRequest) -> Reply:
-    from simplytalk.stripe_gateway import stripe_client
+    from simplytalk.stripe_gateway import stripe_client, stripe_errors
 
-    with payments.stripe_errors():
+    with stripe_errors():
         return Reply(200, payments.cancel_subscription(firestore_client(), stripe_client(), req.uid))
