@@ -1,6 +1,13 @@
-"""Stripe events: signature verified on the raw body; 5xx when processing fails (Stripe retries)."""
+"""Stripe events: signature verified on the raw body, then applied.
+
+A signed event that can never be applied (not JSON, no id, no object, an object Stripe
+does not know) is acknowledged (200) and logged, so Stripe stops retrying it; when Stripe
+or Firestore fail for now the answer is 503 and Stripe retries.
+"""
 
 from __future__ import annotations
+
+import json
 
 from simplytalk import logs
 from simplytalk.clock import utcnow
@@ -23,14 +30,22 @@ def receive(req: ApiRequest) -> Reply:
     secret = settings().stripe_webhook_secret
     if not secret:  # fail closed: never verify against an empty secret
         raise ConfigError("STRIPE_WEBHOOK_SECRET is not set")
-    payload = req.body()
     try:
-        event = stripe.Webhook.construct_event(payload.decode("utf-8"), req.raw.headers.get("Stripe-Signature", ""),
-                                               secret, tolerance=TOLERANCE_SECONDS)
-    except (stripe.SignatureVerificationError, ValueError, UnicodeDecodeError) as exc:
-        raise InvalidArgument("invalid Stripe signature or payload") from exc
-    data = event.to_dict()
-    outcome = process_event(firestore_client(), stripe_client(), data, utcnow())
-    log.info("stripe event %s %s: %s", data.get("id"), data.get("type"), outcome,
-             extra={"fields": {"stripeEventId": data.get("id"), "type": data.get("type"), "outcome": outcome}})
+        payload = req.body().decode("utf-8")
+        stripe.WebhookSignature.verify_header(payload, req.raw.headers.get("Stripe-Signature", ""), secret,
+                                              tolerance=TOLERANCE_SECONDS)
+    except (stripe.SignatureVerificationError, UnicodeDecodeError) as exc:
+        raise InvalidArgument("invalid Stripe signature") from exc
+    try:
+        event = json.loads(payload)
+    except (ValueError, RecursionError):
+        event = None
+    outcome = process_event(firestore_client(), stripe_client(), event, utcnow())
+    fields = {"stripeEventId": event.get("id"), "type": event.get("type")} if isinstance(event, dict) else {}
+    fields = {k: v if isinstance(v, str) else repr(v)[:100] for k, v in fields.items()}
+    if outcome == "malformed":
+        log.error("signed stripe event is malformed: acknowledged, not applied", extra={"fields": fields})
+    else:
+        log.info("stripe event %s %s: %s", fields.get("stripeEventId"), fields.get("type"), outcome,
+                 extra={"fields": {**fields, "outcome": outcome}})
     return Reply(200, {"received": True, "outcome": outcome})

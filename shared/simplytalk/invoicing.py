@@ -11,9 +11,10 @@ allocated from it by largest remainder, so they add up to the total exactly.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
+from typing import Any
 
 from simplytalk.billing import DEFAULT_RATE_CARD, RateCard, UsageFigures, round_lines
 
@@ -99,3 +100,45 @@ def price(items: list[Unbilled], card_of: Callable[[str], RateCard]) -> PricedIn
         for item, m, e, a in zip(items, minutes, exact, amounts, strict=True)
     ]
     return PricedInvoice(total, currencies.pop() if currencies else DEFAULT_RATE_CARD.currency, lines)
+
+
+# -- what Stripe is sent -------------------------------------------------------------
+
+# Stripe does not collect a charge under its minimum (50 US cents): it marks such an invoice
+# paid and moves the amount to the customer's balance. We never send one: the usage stays
+# unbilled and is carried to the next invoice. https://docs.stripe.com/currencies#minimum-and-maximum-charge-amounts
+MINIMUM_CHARGE_CENTS = {"usd": 50}
+MAX_STRIPE_LINES = 250  # line items one Stripe invoice may hold
+
+
+def below_minimum(total: int, currency: str) -> bool:
+    return 0 < total < MINIMUM_CHARGE_CENTS.get(currency, 0)
+
+
+@dataclass(frozen=True)
+class StripeLine:
+    key: str  # in the line's metadata: how a retry finds the lines already added
+    amount: int
+    description: str
+    metadata: dict[str, str]
+
+
+def stripe_lines(lines: Sequence[Mapping[str, Any]], limit: int = MAX_STRIPE_LINES) -> list[StripeLine]:
+    """Our invoice's lines as Stripe line items: one per assistant and usage period, or, past
+    Stripe's cap, one per usage period and provider (amounts add up to the same total)."""
+    if len(lines) <= limit:
+        return [StripeLine(str(i), int(line["amount"]),
+                           f"{line['provider']} assistant {line['assistantId']}: {line['minutes']} min "
+                           f"({line['usagePeriod']})",
+                           {"line": str(i), "assistantId": str(line["assistantId"]),
+                            "usagePeriod": str(line["usagePeriod"])})
+                for i, line in enumerate(lines)]
+    groups: dict[tuple[str, str], list[Mapping[str, Any]]] = {}
+    for line in lines:
+        groups.setdefault((str(line["usagePeriod"]), str(line["provider"])), []).append(line)
+    if len(groups) > limit:
+        raise ValueError(f"{len(groups)} usage periods and providers do not fit one Stripe invoice")
+    return [StripeLine(f"g{i}", sum(int(x["amount"]) for x in members),
+                       f"{provider}: {len(members)} assistants ({period})",
+                       {"line": f"g{i}", "usagePeriod": period, "assistants": str(len(members))})
+            for i, ((period, provider), members) in enumerate(sorted(groups.items()))]

@@ -25,13 +25,15 @@ from simplytalk import collections as col
 from simplytalk import logs
 from simplytalk.billing import RateCard, UsageFigures, format_minutes, period_of
 from simplytalk.clock import rfc3339
-from simplytalk.invoicing import PricedInvoice, card_for, price, unbilled
+from simplytalk.invoicing import MINIMUM_CHARGE_CENTS, PricedInvoice, below_minimum, card_for, price, unbilled
 from simplytalk.services.aggregation import FIGURE_FIELDS, read_aggregate
 
 if TYPE_CHECKING:
     from google.cloud.firestore import Client
 
 USERS_PAGE = 300
+CARRIED_REASON = (f"under Stripe's minimum charge ({MINIMUM_CHARGE_CENTS['usd']} US cents): "
+                  "carried to the next invoice")
 log = logs.get_logger("invoicing")
 
 
@@ -79,9 +81,27 @@ def invoice_document(uid: str, period: str, priced: PricedInvoice, period_card: 
 @dataclass
 class UserOutcome:
     uid: str
-    outcome: str  # created | exists | no-usage | would-create | failed
+    outcome: str  # created | carried | exists | no-usage | would-create | failed
     total: int = 0
     invoice: dict[str, Any] | None = None  # the document just created (spares settle a read)
+    without_profile: bool = False  # billed though users/{uid} does not exist
+
+
+def owners_page(db: Client, cursor: str | None, size: int) -> tuple[list[str], set[str]]:
+    """The next `size` user ids after `cursor`, in id order, from `users` and from the usage
+    counters (`tokenUsage`): usage whose owner has no users document is billed too. Returns
+    the ids and those of them that have a users document."""
+    def ids(collection: str) -> list[str]:
+        query = db.collection(collection).order_by("__name__")
+        if cursor:
+            query = query.start_after({"__name__": cursor})
+        return [snap.id for snap in query.select([]).limit(size).stream()]
+
+    profiles = ids(col.USERS)
+    owners = ids(col.TOKEN_USAGE)
+    # each list is the first `size` ids of its collection, so the first `size` of their union are exact
+    page = sorted(set(profiles) | set(owners))[:size]
+    return page, set(profiles)
 
 
 def invoice_user(db: Client, uid: str, period: str, cards: list[RateCard], now: dt.datetime,
@@ -111,6 +131,15 @@ def invoice_user(db: Client, uid: str, period: str, cards: list[RateCard], now: 
             per[item.assistant_id] = dict(zip(FIGURE_FIELDS, current.astuple(), strict=True))
             billed[item.usage_period] = per
         document = invoice_document(uid, period, priced, card_for(period, cards), now)
+        if below_minimum(priced.total, priced.currency):
+            # Stripe would not collect it: shown as carried, the ledger left alone, so the
+            # next invoice bills this usage (as late usage of this period, at this period's card).
+            document.update(status="carried", statusReason=CARRIED_REASON)
+            try:
+                invoice_ref.create(document)
+            except gexc.AlreadyExists:
+                continue
+            return UserOutcome(uid, "carried", 0, document)
         batch = db.batch()
         batch.create(invoice_ref, document)
         ledger_doc = {"userId": uid, "billed": billed, "lastInvoiceId": invoice_ref.id, "updatedAt": now}
@@ -138,6 +167,7 @@ class RunSummary:
     completed: bool = False
 
     failed: list[str] = field(default_factory=list)
+    without_profile: list[str] = field(default_factory=list)
 
     def add(self, outcome: UserOutcome) -> None:
         self.users += 1
@@ -145,10 +175,13 @@ class RunSummary:
         self.total_cents += outcome.total
         if outcome.outcome == "failed" and len(self.failed) < 500:
             self.failed.append(outcome.uid)
+        if outcome.without_profile and len(self.without_profile) < 500:
+            self.without_profile.append(outcome.uid)
 
     def as_doc(self) -> dict[str, Any]:
         return {"period": self.period, "users": self.users, "counts": self.counts,
-                "totalCents": self.total_cents, "completed": self.completed, "failedUsers": self.failed}
+                "totalCents": self.total_cents, "completed": self.completed, "failedUsers": self.failed,
+                "usersWithoutProfile": self.without_profile}
 
 
 def run_period(db: Client, period: str, cards: list[RateCard], now: Callable[[], dt.datetime],
@@ -177,13 +210,16 @@ def run_period(db: Client, period: str, cards: list[RateCard], now: Callable[[],
         summary.total_cents = int(run_doc.get("totalCents", 0))
     elif not dry_run:
         run_ref.set({**summary.as_doc(), "startedAt": now(), "cursor": None})
-    users = db.collection(col.USERS).order_by("__name__")
     while True:
-        query = users.start_after({"__name__": cursor}) if cursor else users
-        page = [snap.id for snap in query.select([]).limit(page_size).stream()]
-        def one(uid: str) -> UserOutcome:
+        page, profiles = owners_page(db, cursor, page_size)
+
+        def one(uid: str, profiles: set[str] = profiles) -> UserOutcome:
             try:
                 outcome = invoice_user(db, uid, period, cards, now(), dry_run)
+                if uid not in profiles and outcome.outcome != "no-usage":
+                    log.error("invoicing %s for %s: usage without a users document", uid, period,
+                              extra={"fields": {"uid": uid, "period": period, "outcome": outcome.outcome}})
+                    outcome.without_profile = True
                 if settle and outcome.outcome in ("created", "exists"):
                     settle(invoice_id(uid, period), outcome.invoice)
                 return outcome
@@ -218,8 +254,8 @@ def run_period(db: Client, period: str, cards: list[RateCard], now: Callable[[],
 # -- reading invoices (billing API) ---------------------------------------------------
 
 def invoice_json(data: dict[str, Any]) -> dict[str, Any]:
-    out = {k: data.get(k) for k in ("id", "userId", "period", "status", "currency", "total", "rateCardId",
-                                     "stripeInvoiceId", "hostedInvoiceUrl")}
+    out = {k: data.get(k) for k in ("id", "userId", "period", "status", "statusReason", "currency", "total",
+                                     "rateCardId", "stripeInvoiceId", "hostedInvoiceUrl")}
     out["lines"] = [{k: line.get(k) for k in ("assistantId", "provider", "usagePeriod", "minutes", "amount",
                                               "rateCardId")} for line in data.get("lines") or []]
     for key in ("createdAt", "updatedAt"):
@@ -262,12 +298,15 @@ def list_invoices(db: Client, uid: str, size: int,
 def stripe_settler(db: Client, client: Any,
                    now: Callable[[], dt.datetime]) -> Callable[[str, dict[str, Any] | None], str]:
     """`settle` for run_period: push a draft invoice to Stripe (idempotent)."""
-    from simplytalk.services.payments import push_invoice
+    from simplytalk.services.payments import push_invoice, set_invoice_status
 
     def settle(invoice: str, known: dict[str, Any] | None) -> str:
         data = known if known is not None else (db.collection(col.INVOICES).document(invoice).get().to_dict() or {})
         if data.get("status") != "draft":
             return "settled"
+        if data.get("total") == 0:
+            set_invoice_status(db, invoice, "paid", {}, now())  # nothing to collect
+            return "nothing-due"
         return push_invoice(db, client, data, now())
 
     return settle

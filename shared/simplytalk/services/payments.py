@@ -10,20 +10,27 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import uuid
-from collections.abc import Iterator
+import hashlib
 from typing import TYPE_CHECKING, Any
 
 from simplytalk import collections as col
 from simplytalk import logs
 from simplytalk.errors import Conflict, FailedPrecondition, NotFound, PaymentRequired, Unavailable
+from simplytalk.ids import valid_document_id
+from simplytalk.invoicing import StripeLine, below_minimum, stripe_lines
+from simplytalk.stripe_gateway import is_missing, is_transient
 
 if TYPE_CHECKING:
     import stripe
     from google.cloud.firestore import Client
 
 log = logs.get_logger("payments")
-SUBSCRIBED_STATUSES = {"active", "trialing"}
+# Stripe's subscription statuses that may start calls. `past_due` (renewal failing, Stripe
+# retrying), `unpaid`, `paused`, `incomplete` (first payment failed) and the ended ones may not.
+SUBSCRIBED_STATUSES = frozenset({"active", "trialing"})
+ENDED_STATUSES = frozenset({"canceled", "incomplete_expired"})
+OPEN_SETUP_STATUSES = frozenset({"requires_payment_method", "requires_confirmation", "requires_action"})
+LINES_PER_REQUEST = 100  # invoice lines added per `add_lines` call
 
 
 def _plain(obj: Any) -> dict[str, Any]:
@@ -31,27 +38,23 @@ def _plain(obj: Any) -> dict[str, Any]:
     return result
 
 
-@contextlib.contextmanager
-def stripe_errors() -> Iterator[None]:
-    """Stripe's errors on a user's request, in the contract's shape (never a bare 500)."""
-    import stripe
-
-    try:
-        yield
-    except stripe.CardError as exc:
-        raise PaymentRequired(exc.user_message or "the card was declined") from exc
-    except stripe.InvalidRequestError as exc:
-        raise FailedPrecondition(f"Stripe refused the request: {exc.user_message or exc}") from exc
-    except (stripe.APIConnectionError, stripe.RateLimitError, stripe.APIError) as exc:
-        raise Unavailable("payments are unavailable right now; try again") from exc
+def _id_of(value: Any) -> str | None:
+    """A Stripe reference, expanded (an object) or not (its id)."""
+    if isinstance(value, str):
+        return value
+    return getattr(value, "id", None) or (value.get("id") if isinstance(value, dict) else None)
 
 
 # -- customers --------------------------------------------------------------------------
 
-def ensure_customer(db: Client, client: stripe.StripeClient, uid: str, now: dt.datetime) -> str:
+def _profile(db: Client, uid: str) -> dict[str, Any]:
+    return db.collection(col.USERS).document(uid).get().to_dict() or {}
+
+
+def ensure_customer(db: Client, client: stripe.StripeClient, uid: str, now: dt.datetime,
+                    profile: dict[str, Any] | None = None) -> str:
     """The user's Stripe customer, created once even when requests race (one idempotency key per user)."""
-    user_ref = db.collection(col.USERS).document(uid)
-    profile = user_ref.get().to_dict() or {}
+    profile = _profile(db, uid) if profile is None else profile
     existing = profile.get("stripeCustomerId")
     if isinstance(existing, str) and existing:
         return existing
@@ -61,38 +64,80 @@ def ensure_customer(db: Client, client: stripe.StripeClient, uid: str, now: dt.d
     customer = client.v1.customers.create(params=params,  # type: ignore[arg-type]
                                           options={"idempotency_key": f"customer-{uid}"})
     batch = db.batch()
-    batch.set(user_ref, {"stripeCustomerId": customer.id}, merge=True)
+    batch.set(db.collection(col.USERS).document(uid), {"stripeCustomerId": customer.id}, merge=True)
     batch.set(db.collection(col.STRIPE_CUSTOMERS).document(customer.id), {"userId": uid, "createdAt": now})
     batch.commit()
+    profile["stripeCustomerId"] = customer.id
     return customer.id
 
 
 def user_of_customer(db: Client, customer_id: str | None) -> str | None:
-    if not customer_id:
+    if not customer_id or not valid_document_id(customer_id):
         return None
     snap = db.collection(col.STRIPE_CUSTOMERS).document(customer_id).get()
     uid = (snap.to_dict() or {}).get("userId") if snap.exists else None
     return uid if isinstance(uid, str) else None
 
 
-def create_setup_intent(db: Client, client: stripe.StripeClient, uid: str, now: dt.datetime,
-                        request_key: str | None) -> dict[str, Any]:
-    """A SetupIntent the frontend confirms with Stripe.js to save a card for automatic charges."""
-    customer_id = ensure_customer(db, client, uid, now)
-    key = f"setup-intent-{uid}-{request_key or uuid.uuid4().hex}"
-    intent = client.v1.setup_intents.create(params={  # type: ignore[arg-type]
-        "customer": customer_id, "usage": "off_session", "payment_method_types": ["card"],
-        "metadata": {"uid": uid}}, options={"idempotency_key": key})
-    return {"setupIntentId": intent.id, "clientSecret": intent.client_secret, "customerId": customer_id}
+# -- saving a card ----------------------------------------------------------------------
+
+def create_setup_intent(db: Client, client: stripe.StripeClient, uid: str, now: dt.datetime) -> dict[str, Any]:
+    """A SetupIntent for Stripe.js to save a card for automatic charges. The user's open
+    intent is handed out again until it is used; a new one is made only after it succeeded
+    or was canceled. Payment methods come from the account's settings (automatic payment
+    methods): the API version we speak no longer takes `payment_method_types`."""
+    profile = _profile(db, uid)
+    customer_id = ensure_customer(db, client, uid, now, profile)
+    previous = profile.get("setupIntentId")
+    if isinstance(previous, str) and previous:
+        try:
+            intent = client.v1.setup_intents.retrieve(previous)
+        except Exception as exc:
+            if not is_missing(exc):
+                raise
+        else:
+            if intent.status in OPEN_SETUP_STATUSES and _id_of(intent.customer) == customer_id:
+                return _setup_view(intent, customer_id)
+    # Concurrent first requests share the key, so they get the same intent.
+    intent = client.v1.setup_intents.create(params={
+        "customer": customer_id, "usage": "off_session",
+        "automatic_payment_methods": {"enabled": True, "allow_redirects": "never"},
+        "metadata": {"uid": uid}}, options={"idempotency_key": f"setup-intent-{uid}-after-{previous or 'none'}"})
+    db.collection(col.USERS).document(uid).set({"setupIntentId": intent.id}, merge=True)
+    return _setup_view(intent, customer_id)
+
+
+def _setup_view(intent: Any, customer_id: str) -> dict[str, Any]:
+    return {"setupIntentId": intent.id, "clientSecret": intent.client_secret, "customerId": customer_id,
+            "status": intent.status}
+
+
+def apply_setup_intent(db: Client, client: stripe.StripeClient, intent: dict[str, Any]) -> str | None:
+    if intent.get("status") != "succeeded" or not intent.get("payment_method"):
+        return None
+    uid = user_of_customer(db, _id_of(intent.get("customer")))
+    if uid is None:
+        return None
+    payment_method = _id_of(intent["payment_method"])
+    client.v1.customers.update(_id_of(intent["customer"]) or "", params={
+        "invoice_settings": {"default_payment_method": payment_method or ""}},
+        options={"idempotency_key": f"default-pm-{intent['id']}"})
+    db.collection(col.USERS).document(uid).set({"hasPaymentMethod": True}, merge=True)
+    return uid
 
 
 # -- subscriptions -------------------------------------------------------------------------
 
 def subscribe(db: Client, client: stripe.StripeClient, uid: str, price_id: str, now: dt.datetime) -> dict[str, Any]:
-    customer_id = ensure_customer(db, client, uid, now)
-    profile = db.collection(col.USERS).document(uid).get().to_dict() or {}
-    if profile.get("stripeSubscriptionId") and profile.get("subscriptionStatus") != "canceled":
-        raise Conflict(f"a subscription exists ({profile.get('subscriptionStatus')}); cancel it first")
+    """Start the subscription; a first payment that fails leaves it `incomplete` (Stripe's default
+    `allow_incomplete`), and subscribing again after a new card retries that payment."""
+    profile = _profile(db, uid)
+    customer_id = ensure_customer(db, client, uid, now, profile)
+    current, status = profile.get("stripeSubscriptionId"), profile.get("subscriptionStatus")
+    if current and status == "incomplete":
+        return _retry_first_payment(db, client, uid, current)
+    if current and status not in ENDED_STATUSES:
+        raise Conflict(f"a subscription exists ({status}); cancel it first")
     if not profile.get("hasPaymentMethod"):
         raise FailedPrecondition("add a payment method first (POST /setup-intent)")
     attempt = int(profile.get("subscriptionAttempts") or 0) + 1
@@ -101,20 +146,40 @@ def subscribe(db: Client, client: stripe.StripeClient, uid: str, price_id: str, 
         options={"idempotency_key": f"subscription-{uid}-{attempt}"})
     db.collection(col.USERS).document(uid).set({"subscriptionAttempts": attempt}, merge=True)
     apply_subscription(db, _plain(subscription))
+    if subscription.status == "incomplete":
+        raise PaymentRequired("the first payment failed; add another card, then subscribe again")
+    return subscription_view(db, uid)
+
+
+def _retry_first_payment(db: Client, client: stripe.StripeClient, uid: str, subscription_id: str) -> dict[str, Any]:
+    import stripe
+
+    subscription = client.v1.subscriptions.retrieve(subscription_id)
+    invoice_id = _id_of(subscription.latest_invoice)
+    declined = None
+    if subscription.status == "incomplete" and invoice_id:
+        try:
+            client.v1.invoices.pay(invoice_id)
+        except stripe.CardError as exc:
+            declined = exc
+        subscription = client.v1.subscriptions.retrieve(subscription_id)
+    apply_subscription(db, _plain(subscription))
+    if subscription.status == "incomplete":
+        raise PaymentRequired("the first payment failed again; add another card, then subscribe again") from declined
     return subscription_view(db, uid)
 
 
 def cancel_subscription(db: Client, client: stripe.StripeClient, uid: str) -> dict[str, Any]:
-    profile = db.collection(col.USERS).document(uid).get().to_dict() or {}
+    profile = _profile(db, uid)
     subscription_id = profile.get("stripeSubscriptionId")
-    if not subscription_id or profile.get("subscriptionStatus") == "canceled":
+    if not subscription_id or profile.get("subscriptionStatus") in ENDED_STATUSES:
         raise NotFound("no subscription")
     apply_subscription(db, _plain(client.v1.subscriptions.cancel(subscription_id)))
     return subscription_view(db, uid)
 
 
 def subscription_view(db: Client, uid: str) -> dict[str, Any]:
-    profile = db.collection(col.USERS).document(uid).get().to_dict() or {}
+    profile = _profile(db, uid)
     return {"isSubscribed": profile.get("isSubscribed") is True,
             "status": profile.get("subscriptionStatus"),
             "subscriptionId": profile.get("stripeSubscriptionId"),
@@ -124,7 +189,7 @@ def subscription_view(db: Client, uid: str) -> dict[str, Any]:
 
 def apply_subscription(db: Client, subscription: dict[str, Any]) -> str | None:
     """Set the user's subscription state, and their assistants' isSubscribed, from Stripe's object."""
-    uid = user_of_customer(db, subscription.get("customer"))
+    uid = user_of_customer(db, _id_of(subscription.get("customer")))
     if uid is None:
         return None
     user_ref = db.collection(col.USERS).document(uid)
@@ -145,71 +210,118 @@ def apply_subscription(db: Client, subscription: dict[str, Any]) -> str | None:
     return uid
 
 
-def apply_setup_intent(db: Client, client: stripe.StripeClient, intent: dict[str, Any]) -> str | None:
-    if intent.get("status") != "succeeded" or not intent.get("payment_method"):
-        return None
-    uid = user_of_customer(db, intent.get("customer"))
-    if uid is None:
-        return None
-    client.v1.customers.update(intent["customer"], params={
-        "invoice_settings": {"default_payment_method": intent["payment_method"]}},
-        options={"idempotency_key": f"default-pm-{intent['id']}"})
-    db.collection(col.USERS).document(uid).set({"hasPaymentMethod": True}, merge=True)
-    return uid
-
-
 # -- invoices ---------------------------------------------------------------------------------
 
 def push_invoice(db: Client, client: stripe.StripeClient, invoice: dict[str, Any], now: dt.datetime) -> str:
-    """Make our invoice a finalized Stripe invoice, charged automatically. Safe to repeat, even
-    after Stripe's idempotency keys expire: the Stripe invoice is created first (pending items
-    of the customer excluded) and its id stored before any line exists; lines are added to that
-    invoice only where its current lines lack them; then it is finalized."""
+    """Make our invoice a finalized Stripe invoice, charged automatically, exactly once.
+
+    The Stripe invoice is created as a draft that does not advance by itself, and its id
+    stored before any line exists; all lines are added (in batches; on a retry only those
+    missing), then it is finalized with automatic collection. If Stripe's invoice stopped
+    being a draft with another total (finalized before all lines were added), it is never
+    taken as ours: an open one is voided and reissued, a paid one is flagged for review.
+    Calls on a month after the first (customer known): create, add lines, finalize.
+    """
     invoice_id = invoice["id"]
-    ref = db.collection(col.INVOICES).document(invoice_id)
-    if invoice["total"] == 0:
-        set_invoice_status(db, invoice_id, "paid", {}, now)  # nothing to collect
-        return "nothing-due"
-    metadata = {"invoiceId": invoice_id, "period": invoice["period"], "userId": invoice["userId"]}
+    if invoice["total"] == 0 or below_minimum(invoice["total"], invoice["currency"]):
+        raise ValueError(f"invoice {invoice_id} has nothing Stripe would collect")
     customer_id = ensure_customer(db, client, invoice["userId"], now)
+    for _ in range(3):
+        stripe_invoice, fresh = _stripe_draft(db, client, invoice, customer_id, now)
+        if stripe_invoice.status == "draft":
+            stripe_invoice = _complete(client, invoice, stripe_invoice, fresh)
+        if stripe_invoice.total == invoice["total"]:
+            apply_invoice(db, _plain(stripe_invoice), None, now)
+            return "pushed"
+        log.error("stripe invoice %s (%s) bills %s, ours %s bills %s", stripe_invoice.id, stripe_invoice.status,
+                  stripe_invoice.total, invoice_id, invoice["total"],
+                  extra={"fields": {"invoiceId": invoice_id, "stripeInvoiceId": stripe_invoice.id}})
+        if stripe_invoice.status == "paid":
+            _move(db, invoice_id, "review", {"reviewReason": f"Stripe invoice {stripe_invoice.id} was paid "
+                                                              f"with {stripe_invoice.total}, not {invoice['total']}"},
+                  now)
+            return "review"
+        invoice = _reissue(db, invoice, stripe_invoice.id, now)  # first: its webhooks then change nothing
+        if stripe_invoice.status in ("open", "uncollectible"):
+            client.v1.invoices.void_invoice(stripe_invoice.id, options={"idempotency_key": f"void-{stripe_invoice.id}"})
+    raise RuntimeError(f"could not push invoice {invoice_id}: Stripe's invoice keeps differing")
+
+
+def _stripe_draft(db: Client, client: stripe.StripeClient, invoice: dict[str, Any], customer_id: str,
+                  now: dt.datetime) -> tuple[Any, bool]:
+    """Stripe's invoice for ours, and whether it was just created (so it has no lines yet)."""
     if invoice.get("stripeInvoiceId"):
-        stripe_invoice = client.v1.invoices.retrieve(invoice["stripeInvoiceId"])
-    else:
-        stripe_invoice = client.v1.invoices.create(params={
-            "customer": customer_id, "collection_method": "charge_automatically", "auto_advance": True,
-            "pending_invoice_items_behavior": "exclude", "currency": invoice["currency"], "metadata": metadata},
-            options={"idempotency_key": f"invoice-{invoice_id}"})
-        ref.update({"stripeInvoiceId": stripe_invoice.id, "updatedAt": now})
-    if stripe_invoice.status == "draft":
-        lines = client.v1.invoices.line_items.list(stripe_invoice.id, params={"limit": 100}).data
-        present = {(_plain(line).get("metadata") or {}).get("line") for line in lines}
-        for i, line in enumerate(invoice["lines"]):
-            if str(i) in present:
-                continue
-            client.v1.invoice_items.create(params={
-                "customer": customer_id, "invoice": stripe_invoice.id, "amount": line["amount"],
-                "currency": invoice["currency"],
-                "description": f"{line['provider']} assistant {line['assistantId']}: {line['minutes']} min "
-                               f"({line['usagePeriod']})",
-                "metadata": {**metadata, "line": str(i), "assistantId": line["assistantId"],
-                             "usagePeriod": line["usagePeriod"]}},
-                options={"idempotency_key": f"invoice-item-{invoice_id}-{i}"})
-        stripe_invoice = client.v1.invoices.finalize_invoice(
-            stripe_invoice.id, options={"idempotency_key": f"finalize-{invoice_id}"})
-    if stripe_invoice.total != invoice["total"]:
-        log.error("stripe invoice %s total %s differs from %s", stripe_invoice.id, stripe_invoice.total,
-                  invoice["total"])
-    apply_invoice(db, _plain(stripe_invoice), None, now)
-    return "pushed"
+        return client.v1.invoices.retrieve(invoice["stripeInvoiceId"]), False
+    reissue = int(invoice.get("stripeReissues") or 0)
+    key = f"invoice-{invoice['id']}" + (f"-r{reissue}" if reissue else "")
+    created = client.v1.invoices.create(params={
+        "customer": customer_id, "collection_method": "charge_automatically", "auto_advance": False,
+        "pending_invoice_items_behavior": "exclude", "currency": invoice["currency"],
+        "metadata": {"invoiceId": invoice["id"], "period": invoice["period"], "userId": invoice["userId"]}},
+        options={"idempotency_key": key})
+    db.collection(col.INVOICES).document(invoice["id"]).update({"stripeInvoiceId": created.id, "updatedAt": now})
+    invoice["stripeInvoiceId"] = created.id
+    return created, True
 
 
-STATUS_RANK = {"draft": 0, "open": 1, "failed": 2, "paid": 3, "void": 3}
+def _present_lines(client: stripe.StripeClient, stripe_invoice_id: str) -> set[str]:
+    present: set[str] = set()
+    params: dict[str, Any] = {"limit": 100}
+    while True:
+        page = client.v1.invoices.line_items.list(stripe_invoice_id, params=params)  # type: ignore[arg-type]
+        for line in page.data:
+            present.add(str((_plain(line).get("metadata") or {}).get("line")))
+        if not page.has_more or not page.data:
+            return present
+        params["starting_after"] = page.data[-1].id
+
+
+def _complete(client: stripe.StripeClient, invoice: dict[str, Any], stripe_invoice: Any, fresh: bool) -> Any:
+    """Add the lines a draft lacks, then finalize it with automatic collection."""
+    present = set() if fresh else _present_lines(client, stripe_invoice.id)
+    missing = [line for line in stripe_lines(invoice["lines"]) if line.key not in present]
+    for start in range(0, len(missing), LINES_PER_REQUEST):
+        batch = missing[start:start + LINES_PER_REQUEST]
+        lines: list[Any] = [_line_params(invoice, line) for line in batch]
+        client.v1.invoices.add_lines(stripe_invoice.id, params={"lines": lines},
+                                     options={"idempotency_key": _lines_key(stripe_invoice.id, batch)})
+    return client.v1.invoices.finalize_invoice(stripe_invoice.id, params={"auto_advance": True},
+                                               options={"idempotency_key": f"finalize-{stripe_invoice.id}"})
+
+
+def _line_params(invoice: dict[str, Any], line: StripeLine) -> dict[str, Any]:
+    return {"amount": line.amount, "description": line.description,
+            "metadata": {"invoiceId": invoice["id"], "period": invoice["period"], **line.metadata}}
+
+
+def _lines_key(stripe_invoice_id: str, batch: list[StripeLine]) -> str:
+    digest = hashlib.sha256(",".join(line.key for line in batch).encode()).hexdigest()[:24]
+    return f"lines-{stripe_invoice_id}-{digest}"
+
+
+def _reissue(db: Client, invoice: dict[str, Any], replaced: str, now: dt.datetime) -> dict[str, Any]:
+    from google.cloud.firestore import ArrayUnion
+
+    reissues = int(invoice.get("stripeReissues") or 0) + 1
+    db.collection(col.INVOICES).document(invoice["id"]).update({
+        "stripeInvoiceId": None, "stripeReissues": reissues, "replacedStripeInvoices": ArrayUnion([replaced]),
+        "updatedAt": now})
+    return {**invoice, "stripeInvoiceId": None, "stripeReissues": reissues}
+
+
+STATUS_RANK = {"draft": 0, "open": 1, "failed": 2, "paid": 3, "void": 3, "carried": 3, "review": 3}
+FINAL = frozenset(status for status, rank in STATUS_RANK.items() if rank == 3)
 
 
 def set_invoice_status(db: Client, invoice_id: str, status: str, fields: dict[str, Any],
                        now: dt.datetime) -> str | None:
-    """Write a status, never moving it back (paid and void are final; a late "open" after
-    "failed" or "paid" changes nothing). One transaction on the invoice document."""
+    """Write a status, never moving it back (paid, void, carried and review are final; a late
+    "open" after "failed" or "paid" changes nothing). One transaction on the invoice document."""
+    return _move(db, invoice_id, status, fields, now)
+
+
+def _move(db: Client, invoice_id: str, status: str, fields: dict[str, Any], now: dt.datetime,
+          stripe_invoice: dict[str, Any] | None = None) -> str | None:
     from google.cloud import firestore
 
     ref = db.collection(col.INVOICES).document(invoice_id)
@@ -219,10 +331,21 @@ def set_invoice_status(db: Client, invoice_id: str, status: str, fields: dict[st
         snap = ref.get(transaction=tx)
         if not snap.exists:
             return None
-        current = (snap.to_dict() or {}).get("status", "draft")
-        keep = STATUS_RANK.get(status, 0) < STATUS_RANK.get(current, 0) or current in ("paid", "void")
-        final = current if keep else status
-        tx.update(ref, {**fields, "status": final, "updatedAt": now})
+        data = snap.to_dict() or {}
+        current = data.get("status", "draft")
+        final, update = status, dict(fields)
+        if stripe_invoice is not None:
+            if data.get("stripeInvoiceId") != stripe_invoice["id"]:
+                return "superseded"  # news about a Stripe invoice we replaced (or have not recorded)
+            if final != "void" and int(stripe_invoice.get("total") or 0) != data.get("total"):
+                if final != "paid":
+                    return str(current)  # Stripe's invoice bills something else: the push reissues it
+                final = "review"
+                update["reviewReason"] = (f"Stripe invoice {stripe_invoice['id']} was paid with "
+                                                    f"{stripe_invoice.get('total')}, not {data.get('total')}")
+        keep = STATUS_RANK.get(final, 0) < STATUS_RANK.get(current, 0) or current in FINAL
+        final = current if keep else final
+        tx.update(ref, {**update, "status": final, "updatedAt": now})
         return str(final)
 
     result: str | None = run(db.transaction())
@@ -246,11 +369,11 @@ def _status(stripe_invoice: dict[str, Any], event_type: str | None) -> str:
 def apply_invoice(db: Client, stripe_invoice: dict[str, Any], event_type: str | None,
                   now: dt.datetime) -> str | None:
     invoice_id = (stripe_invoice.get("metadata") or {}).get("invoiceId")
-    if not invoice_id:
+    if not isinstance(invoice_id, str) or not valid_document_id(invoice_id):
         return None  # not one of ours
-    return set_invoice_status(db, invoice_id, _status(stripe_invoice, event_type), {
-        "stripeInvoiceId": stripe_invoice["id"], "hostedInvoiceUrl": stripe_invoice.get("hosted_invoice_url"),
-        "amountPaid": int(stripe_invoice.get("amount_paid") or 0)}, now)
+    fields = {"hostedInvoiceUrl": stripe_invoice.get("hosted_invoice_url"),
+              "amountPaid": int(stripe_invoice.get("amount_paid") or 0)}
+    return _move(db, invoice_id, _status(stripe_invoice, event_type), fields, now, stripe_invoice)
 
 
 # -- webhook events ------------------------------------------------------------------------------
@@ -260,24 +383,54 @@ HANDLED = {"invoice.paid", "invoice.payment_failed", "invoice.finalized", "invoi
            "customer.subscription.updated", "customer.subscription.deleted", "setup_intent.succeeded"}
 
 
-def process_event(db: Client, client: stripe.StripeClient, event: dict[str, Any], now: dt.datetime) -> str:
-    """Apply one verified Stripe event. Raises on failure (the endpoint answers 5xx: Stripe retries)."""
+def process_event(db: Client, client: stripe.StripeClient, event: Any, now: dt.datetime) -> str:
+    """Apply one verified Stripe event and say what became of it.
+
+    Raises `Unavailable` when Stripe or Firestore failed for now (the endpoint answers 503
+    and Stripe retries); an event that can never be applied (no id, no object, an object
+    Stripe does not know) is acknowledged with its outcome, so Stripe stops retrying it."""
     from google.api_core import exceptions as gexc
 
-    kind = event.get("type", "")
-    marker = db.collection(col.STRIPE_EVENTS).document(event["id"])
+    if not isinstance(event, dict):
+        return "malformed"
+    event_id, kind = event.get("id"), event.get("type")
+    if not isinstance(event_id, str) or not valid_document_id(event_id) or not isinstance(kind, str):
+        return "malformed"
+    marker = db.collection(col.STRIPE_EVENTS).document(event_id)
     if marker.get().exists:
         return "duplicate"
     if kind not in HANDLED:
         return "ignored"
-    obj = (event.get("data") or {}).get("object") or {}
-    # Re-fetch: events can arrive late and out of order; the object's state now decides.
-    if kind.startswith("invoice."):
-        result = apply_invoice(db, _plain(client.v1.invoices.retrieve(obj["id"])), kind, now)
-    elif kind.startswith("customer.subscription."):
-        result = apply_subscription(db, _plain(client.v1.subscriptions.retrieve(obj["id"])))
-    else:
-        result = apply_setup_intent(db, client, _plain(client.v1.setup_intents.retrieve(obj["id"])))
+    data = event.get("data")
+    obj = data.get("object") if isinstance(data, dict) else None
+    object_id = obj.get("id") if isinstance(obj, dict) else None
+    if not isinstance(object_id, str) or not object_id:
+        return "malformed"
+    try:
+        # Re-fetch: events arrive late and out of order; the object's state now decides.
+        if kind.startswith("invoice."):
+            result = apply_invoice(db, _plain(client.v1.invoices.retrieve(object_id)), kind, now)
+        elif kind.startswith("customer.subscription."):
+            result = apply_subscription(db, _plain(client.v1.subscriptions.retrieve(object_id)))
+        else:
+            result = apply_setup_intent(db, client, _plain(client.v1.setup_intents.retrieve(object_id)))
+        outcome = "processed"
+    except Exception as exc:
+        if is_missing(exc):
+            result, outcome = None, "unknown-object"
+        elif is_transient(exc):
+            raise Unavailable("Stripe is unavailable; retry the event") from exc
+        elif _is_stripe_error(exc):
+            log.error("stripe event %s (%s) refused by Stripe: %r", event_id, kind, exc)
+            result, outcome = None, "refused"
+        else:
+            raise
     with contextlib.suppress(gexc.AlreadyExists):  # processed concurrently: same outcome
-        marker.create({"type": kind, "processedAt": now, "result": result})
-    return "processed"
+        marker.create({"type": kind, "processedAt": now, "result": result, "outcome": outcome})
+    return outcome
+
+
+def _is_stripe_error(exc: Exception) -> bool:
+    import stripe
+
+    return isinstance(exc, stripe.StripeError)
