@@ -90,6 +90,7 @@ import copy
 import dataclasses
 import datetime as dt
 import decimal
+import fnmatch
 import functools
 import hashlib
 import heapq
@@ -485,7 +486,11 @@ class Fault:
     path: str | None
 
     def matches(self, method: str, path: str) -> bool:
-        return (self.method is None or self.method == method) and (self.path is None or path.startswith(self.path))
+        """`path` is a prefix, or a glob when it has a `*` (`/v1/invoices/*/add_lines`)."""
+        if self.path is not None and not (fnmatch.fnmatchcase(path, self.path) if "*" in self.path
+                                          else path.startswith(self.path)):
+            return False
+        return self.method is None or self.method == method
 
     def error(self) -> StripeError:
         if self.status == 429:

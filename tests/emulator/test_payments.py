@@ -559,3 +559,41 @@ def test_more_lines_than_stripe_allows_are_grouped_to_the_same_total(stack: Stac
     theirs = sc.v1.invoices.retrieve(_invoice(db, ann.uid)["stripeInvoiceId"])
     assert theirs.total == 300 * 45 and theirs.status == "open"
     assert len(list(sc.v1.invoices.line_items.list(theirs.id).auto_paging_iter())) == 1
+
+
+def test_a_published_run_charges_everyone_once_when_stripe_fails_mid_way_and_the_retry_is_hours_later(
+        stack: Stack, db: Any, new_user: Any, sc: stripe.StripeClient) -> None:
+    users = [new_user() for _ in range(3)]
+    for user in users:
+        db.collection("users").document(user.uid).set({"email": user.email})
+        add_card(stack, sc, user, db)
+        for k in range(2):
+            _usage(db, user.uid, f"pub-{user.uid}-{k}", 1830, assistant=f"a-{k}")
+    for user in users:
+        wait_for(lambda uid=user.uid: read_aggregate(db, uid).totals.total_tokens == 3660)
+    period = "2026-10"
+    db.collection("invoiceRuns").document(period).delete()
+    # Stripe fails every add_lines of the first run (the SDK's own retries included)
+    requests.post(f"{stack.stripe_url}/_fake/faults", json={"method": "POST", "path": "/v1/invoices/*/add_lines",
+                                                            "status": 500, "count": 1000}, timeout=5)
+    try:
+        stack.publish("monthly-invoicing", {"period": period})
+        first = wait_for(lambda: (d := db.collection("invoiceRuns").document(period).get().to_dict())
+                         and d.get("completed") and d, timeout=60)
+    finally:
+        requests.delete(f"{stack.stripe_url}/_fake/faults", timeout=5)
+    assert set(first["failedUsers"]) >= {u.uid for u in users}
+    assert all(_invoice(db, u.uid)["status"] == "draft" for u in users)
+
+    requests.delete(f"{stack.stripe_url}/_fake/idempotency", timeout=5)  # hours later: keys forgotten
+    advance_stripe_clock(stack, 5 * 3600)  # and the drafts did not advance by themselves
+    assert all(sc.v1.invoices.retrieve(_invoice(db, u.uid)["stripeInvoiceId"]).status == "draft" for u in users)
+    stack.publish("monthly-invoicing", {"period": period})  # the operator publishes the run again
+
+    for user in users:
+        wait_for(lambda uid=user.uid: _invoice(db, uid).get("status") == "paid", timeout=60)
+        theirs = _stripe_invoices(db, sc, user.uid)
+        charged = [i for i in theirs if i.status == "paid"]
+        assert len(charged) == 1 and charged[0].amount_paid == _invoice(db, user.uid)["total"] == 2745
+        assert sorted(line.metadata["line"] for line in sc.v1.invoices.line_items.list(charged[0].id).data) == [
+            "0", "1"]
