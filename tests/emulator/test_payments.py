@@ -6,6 +6,7 @@ import datetime as dt
 import json
 import time
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from typing import Any
 
 import pytest
@@ -394,30 +395,30 @@ def _half_pushed_by_stripe(stack: Stack, db: Any, sc: stripe.StripeClient, uid: 
         params={"metadata": {"uid": uid}}).id
     db.collection("stripeCustomers").document(customer).set({"userId": uid})
     db.collection("users").document(uid).set({"stripeCustomerId": customer}, merge=True)
-    partial = sc.v1.invoices.create(params={
+    half = sc.v1.invoices.create(params={
         "customer": customer, "auto_advance": True, "collection_method": "charge_automatically",
         "pending_invoice_items_behavior": "exclude", "currency": "usd",
         "metadata": {"invoiceId": ours["id"], "period": "2026-10", "userId": uid}})
-    sc.v1.invoices.add_lines(partial.id, params={"lines": [{"amount": ours["lines"][0]["amount"],
+    sc.v1.invoices.add_lines(half.id, params={"lines": [{"amount": ours["lines"][0]["amount"],
                                                             "metadata": {"line": "0"}}]})
-    db.collection("invoices").document(ours["id"]).update({"stripeInvoiceId": partial.id})
+    db.collection("invoices").document(ours["id"]).update({"stripeInvoiceId": half.id})
     advance_stripe_clock(stack, 3700)
-    assert sc.v1.invoices.retrieve(partial.id).status in ("open", "paid")  # Stripe finalized it by itself
-    return ours, partial.id
+    assert sc.v1.invoices.retrieve(half.id).status in ("open", "paid")  # Stripe finalized it by itself
+    return ours, half.id
 
 
 def test_an_invoice_stripe_finalized_with_fewer_lines_is_voided_and_reissued(stack: Stack, db: Any, ann: Any,
                                                                             sc: stripe.StripeClient) -> None:
-    ours, partial = _half_pushed_by_stripe(stack, db, sc, ann.uid)
-    assert _invoice(db, ann.uid)["status"] == "draft"  # webhooks about the partial one changed nothing
+    ours, half = _half_pushed_by_stripe(stack, db, sc, ann.uid)
+    assert _invoice(db, ann.uid)["status"] == "draft"  # webhooks about the half one changed nothing
 
     run_period(db, "2026-10", [DEFAULT_RATE_CARD], lambda: NOV, settle=stripe_settler(db, sc, lambda: NOV))
 
     after = _invoice(db, ann.uid)
-    assert sc.v1.invoices.retrieve(partial).status == "void"
+    assert sc.v1.invoices.retrieve(half).status == "void"
     full = sc.v1.invoices.retrieve(after["stripeInvoiceId"])
-    assert full.id != partial and full.status == "open" and full.total == ours["total"] == 1823
-    assert after["status"] == "open" and after["replacedStripeInvoices"] == [partial]
+    assert full.id != half and full.status == "open" and full.total == ours["total"] == 1823
+    assert after["status"] == "open" and after["replacedStripeInvoices"] == [half]
     time.sleep(1)  # the voided invoice's webhooks arrive: ours is not voided by them
     assert _invoice(db, ann.uid)["status"] == "open"
 
@@ -425,8 +426,8 @@ def test_an_invoice_stripe_finalized_with_fewer_lines_is_voided_and_reissued(sta
 def test_a_partial_invoice_stripe_already_charged_is_flagged_never_marked_paid(stack: Stack, db: Any, ann: Any,
                                                                               sc: stripe.StripeClient) -> None:
     add_card(stack, sc, ann, db)
-    _, partial = _half_pushed_by_stripe(stack, db, sc, ann.uid)
-    wait_for(lambda: sc.v1.invoices.retrieve(partial).status == "paid")
+    _, half = _half_pushed_by_stripe(stack, db, sc, ann.uid)
+    wait_for(lambda: sc.v1.invoices.retrieve(half).status == "paid")
     time.sleep(1)  # its invoice.paid webhook has been handled
     assert _invoice(db, ann.uid)["status"] == "review"
 
@@ -570,7 +571,7 @@ def test_a_published_run_charges_everyone_once_when_stripe_fails_mid_way_and_the
         for k in range(2):
             _usage(db, user.uid, f"pub-{user.uid}-{k}", 1830, assistant=f"a-{k}")
     for user in users:
-        wait_for(lambda uid=user.uid: read_aggregate(db, uid).totals.total_tokens == 3660)
+        wait_for(partial(lambda uid: read_aggregate(db, uid).totals.total_tokens == 3660, user.uid))
     period = "2026-10"
     db.collection("invoiceRuns").document(period).delete()
     # Stripe fails every add_lines of the first run (the SDK's own retries included)
@@ -591,7 +592,7 @@ def test_a_published_run_charges_everyone_once_when_stripe_fails_mid_way_and_the
     stack.publish("monthly-invoicing", {"period": period})  # the operator publishes the run again
 
     for user in users:
-        wait_for(lambda uid=user.uid: _invoice(db, uid).get("status") == "paid", timeout=60)
+        wait_for(partial(lambda uid: _invoice(db, uid).get("status") == "paid", user.uid), timeout=60)
         theirs = _stripe_invoices(db, sc, user.uid)
         charged = [i for i in theirs if i.status == "paid"]
         assert len(charged) == 1 and charged[0].amount_paid == _invoice(db, user.uid)["total"] == 2745
