@@ -598,3 +598,37 @@ def test_a_published_run_charges_everyone_once_when_stripe_fails_mid_way_and_the
         assert len(charged) == 1 and charged[0].amount_paid == _invoice(db, user.uid)["total"] == 2745
         assert sorted(line.metadata["line"] for line in sc.v1.invoices.line_items.list(charged[0].id).data) == [
             "0", "1"]
+
+
+def test_a_renewal_that_fails_makes_the_subscription_past_due_and_stops_calls(stack: Stack, db: Any, ann: Any,
+                                                                              sc: stripe.StripeClient) -> None:
+    billing = stack.function_url("billing")
+    add_card(stack, sc, ann, db)
+    assert requests.post(billing + "/subscription", headers=ann.headers, timeout=10).status_code == 201
+    setup = requests.post(billing + "/setup-intent", headers=ann.headers, timeout=10).json()
+    card = sc.v1.setup_intents.confirm(setup["setupIntentId"], params={"payment_method": "pm_card_chargeDeclined"})
+    wait_for(lambda: default_payment_method(sc, profile(db, ann.uid)["stripeCustomerId"]) == card.payment_method)
+
+    advance_stripe_clock(stack, 32 * 86400)  # the next period begins; its invoice is declined
+
+    wait_for(lambda: profile(db, ann.uid).get("subscriptionStatus") == "past_due", timeout=20)
+    view = requests.get(billing + "/subscription", headers=ann.headers, timeout=10).json()
+    assert view["status"] == "past_due" and view["isSubscribed"] is False
+
+
+def test_an_incomplete_subscription_left_unpaid_expires_and_a_new_one_can_start(
+        stack: Stack, db: Any, ann: Any, sc: stripe.StripeClient) -> None:
+    billing = stack.function_url("billing")
+    add_card(stack, sc, ann, db, card="pm_card_chargeDeclined")
+    assert requests.post(billing + "/subscription", headers=ann.headers, timeout=10).status_code == 402
+    first = profile(db, ann.uid)["stripeSubscriptionId"]
+
+    advance_stripe_clock(stack, 24 * 3600)  # Stripe expires an unpaid incomplete subscription after 23 hours
+
+    wait_for(lambda: profile(db, ann.uid).get("subscriptionStatus") == "incomplete_expired", timeout=20)
+    setup = requests.post(billing + "/setup-intent", headers=ann.headers, timeout=10).json()
+    card = sc.v1.setup_intents.confirm(setup["setupIntentId"], params={"payment_method": "pm_card_visa"})
+    wait_for(lambda: default_payment_method(sc, profile(db, ann.uid)["stripeCustomerId"]) == card.payment_method)
+    again = requests.post(billing + "/subscription", headers=ann.headers, timeout=10)
+    assert again.status_code == 201, again.text
+    assert again.json()["status"] == "active" and again.json()["subscriptionId"] != first
