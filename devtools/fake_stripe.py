@@ -70,8 +70,10 @@ Test-only controls (JSON bodies): `POST /_fake/webhook` {url, secret}; `GET /_fa
 "METHOD v1/resource/{id}/action" and "requests"); `DELETE /_fake/data` (everything but the webhook);
 `DELETE /_fake/idempotency` (keys forgotten, as after 24 hours); `GET /_fake/events`; `GET /_fake/clock`
 -> {now}; `POST /_fake/clock` {advance: seconds} -> {now, ran}; `POST /_fake/faults` {status?, delay?,
-count?, method?, path?} (the next `count` matching requests answer that status, or run `delay` seconds
-late while their idempotency key is in flight); `DELETE /_fake/faults`.
+count?, method?, path?, saved?} (the next `count` matching requests answer that status, or run `delay`
+seconds late while their idempotency key is in flight; `path` a prefix or a glob; with `saved` the error
+is kept under the request's idempotency key and replayed, as Stripe does for a 500 once an endpoint
+started); `DELETE /_fake/faults`.
 
 localstripe (PyPI) was probed first: it lacks idempotency, invoice finalization, hosted invoice URLs
 and invoices from pending items, which this backend relies on.
@@ -484,6 +486,7 @@ class Fault:
     count: int
     method: str | None
     path: str | None
+    saved: bool = False  # kept under the request's idempotency key, as Stripe keeps a 500 it answered
 
     def matches(self, method: str, path: str) -> bool:
         """`path` is a prefix, or a glob when it has a `*` (`/v1/invoices/*/add_lines`)."""
@@ -499,9 +502,9 @@ class Fault:
         if self.status == 401:
             return StripeError(401, "Invalid API Key provided.", saved=False)
         if self.status and self.status < 500:
-            return StripeError(self.status, f"Injected fault ({self.status}).", saved=False)
+            return StripeError(self.status, f"Injected fault ({self.status}).", saved=self.saved)
         return StripeError(self.status or 500, "An unknown error occurred. Please try again later.",
-                           kind="api_error", saved=False)
+                           kind="api_error", saved=self.saved)
 
 
 @dataclasses.dataclass
@@ -720,7 +723,7 @@ class FakeStripe:
                 fault = next((f for f in self.faults if f.count > 0 and f.matches(method, path)), None)
                 if fault:
                     fault.count -= 1
-            if fault and fault.status:
+            if fault and fault.status and not fault.saved:
                 raise fault.error()
             endpoint, ids = self._match(method, path)
             handler, honors = self.routes.get((method, endpoint.template), (None, frozenset()))
@@ -745,6 +748,8 @@ class FakeStripe:
             try:
                 if fault and fault.delay:
                     time.sleep(fault.delay)
+                if fault and fault.status and fault.saved:  # the endpoint started, then failed
+                    raise fault.error()
                 with self.lock:
                     body = self._expand(handler(ctx, ids, params), params.get("expand") or [])
                 result: tuple[int, Any] = (200, body)
@@ -850,7 +855,7 @@ class FakeStripe:
         if path == "/_fake/faults" and method == "POST":
             with self.lock:
                 self.faults.append(Fault(body.get("status"), float(body.get("delay") or 0), int(body.get("count", 1)),
-                                         body.get("method"), body.get("path")))
+                                         body.get("method"), body.get("path"), bool(body.get("saved"))))
             return 200, {"ok": True}
         if path == "/_fake/faults" and method == "DELETE":
             with self.lock:
@@ -1426,11 +1431,13 @@ class FakeStripe:
             self._schedule(when, "finalize", invoice["id"])
 
     @route("POST", "/v1/invoices", "auto_advance automatically_finalizes_at collection_method currency customer "
-                                   "days_until_due default_payment_method description due_date footer metadata "
-                                   "pending_invoice_items_behavior")
+                                   "days_until_due default_payment_method description discounts due_date footer "
+                                   "metadata pending_invoice_items_behavior")
     def create_invoice(self, ctx: Ctx, ids: list[str], p: Obj) -> Obj:
         if not p.get("customer"):
             raise missing_param("customer")
+        if p.get("discounts") not in (None, "", []):  # "" keeps the customer's discounts off the invoice
+            raise not_emulated("discounts", "POST /v1/invoices")
         customer = self._customer(p["customer"], "customer")
         collection = p.get("collection_method", "charge_automatically")
         self._check_collection(collection, p)

@@ -434,7 +434,7 @@ def test_a_partial_invoice_stripe_already_charged_is_flagged_never_marked_paid(s
     run_period(db, "2026-10", [DEFAULT_RATE_CARD], lambda: NOV, settle=stripe_settler(db, sc, lambda: NOV))
 
     after = _invoice(db, ann.uid)
-    assert after["status"] == "review" and "paid with 1373, not 1823" in after["reviewReason"]
+    assert after["status"] == "review" and "(paid) bills 1373, not 1823" in after["reviewReason"]
     assert len(_stripe_invoices(db, sc, ann.uid)) == 1  # nothing charged twice
 
 
@@ -632,3 +632,64 @@ def test_an_incomplete_subscription_left_unpaid_expires_and_a_new_one_can_start(
     again = requests.post(billing + "/subscription", headers=ann.headers, timeout=10)
     assert again.status_code == 201, again.text
     assert again.json()["status"] == "active" and again.json()["subscriptionId"] != first
+
+
+def test_a_5xx_stripe_kept_under_its_key_does_not_block_the_next_run(stack: Stack, db: Any, ann: Any,
+                                                                      sc: stripe.StripeClient) -> None:
+    _usage(db, ann.uid, f"k500-{ann.uid}", 1830)
+    wait_for(lambda: read_aggregate(db, ann.uid).totals.total_tokens == 1830)
+    requests.post(f"{stack.stripe_url}/_fake/faults", json={"method": "POST", "path": "/v1/invoices/*/add_lines",
+                                                            "status": 500, "count": 1, "saved": True}, timeout=5)
+    first = run_period(db, "2026-10", [DEFAULT_RATE_CARD], lambda: NOV, settle=stripe_settler(db, sc, lambda: NOV))
+    assert first.counts == {"failed": 1}
+    second = run_period(db, "2026-10", [DEFAULT_RATE_CARD], lambda: NOV, settle=stripe_settler(db, sc, lambda: NOV))
+    assert second.counts == {"failed": 1}  # the same key: Stripe replays its 500 (for a day)
+
+    third = run_period(db, "2026-10", [DEFAULT_RATE_CARD], lambda: NOV, settle=stripe_settler(db, sc, lambda: NOV))
+
+    assert third.counts == {"exists": 1}
+    theirs = _stripe_invoices(db, sc, ann.uid)
+    assert [(i.status, i.total) for i in theirs] == [("open", 1373)]
+
+
+def test_subscribing_right_after_saving_a_card_does_not_wait_for_the_webhook(stack: Stack, db: Any, ann: Any,
+                                                                             sc: stripe.StripeClient) -> None:
+    billing = stack.function_url("billing")
+    setup = requests.post(billing + "/setup-intent", headers=ann.headers, timeout=10).json()
+    sc.v1.setup_intents.confirm(setup["setupIntentId"], params={"payment_method": "pm_card_visa"})
+
+    subscribed = requests.post(billing + "/subscription", headers=ann.headers, timeout=10)
+
+    assert subscribed.status_code == 201, subscribed.text
+    assert subscribed.json()["status"] == "active"
+
+
+def test_a_late_event_about_an_older_card_never_replaces_the_newer_one(stack: Stack, db: Any, ann: Any,
+                                                                       sc: stripe.StripeClient) -> None:
+    billing = stack.function_url("billing")
+    add_card(stack, sc, ann, db)
+    old_intent = profile(db, ann.uid)["setupIntentId"]
+    advance_stripe_clock(stack, 60)  # a minute later, a new card
+    setup = requests.post(billing + "/setup-intent", headers=ann.headers, timeout=10).json()
+    newer = sc.v1.setup_intents.confirm(setup["setupIntentId"], params={"payment_method": "pm_card_visa"})
+    customer = profile(db, ann.uid)["stripeCustomerId"]
+    wait_for(lambda: default_payment_method(sc, customer) == newer.payment_method)
+
+    late = _post_event(stack, _event("setup_intent.succeeded", {"id": old_intent}, "evt_late_old_card"))
+
+    assert late.status_code == 200 and late.json()["outcome"] == "processed"
+    assert default_payment_method(sc, customer) == newer.payment_method
+
+
+def test_stripe_refusing_our_key_while_applying_an_event_is_a_503_so_stripe_retries(
+        stack: Stack, db: Any, ann: Any, sc: stripe.StripeClient) -> None:
+    add_card(stack, sc, ann, db)
+    intent = profile(db, ann.uid)["setupIntentId"]
+    requests.post(f"{stack.stripe_url}/_fake/faults", json={"method": "GET", "path": "/v1/setup_intents/",
+                                                            "status": 401, "count": 1}, timeout=5)
+
+    refused = _post_event(stack, _event("setup_intent.succeeded", {"id": intent}, "evt_key_rotated"))
+
+    assert refused.status_code == 503 and refused.json()["error"]["status"] == "UNAVAILABLE"
+    assert not db.collection("stripeEvents").document("evt_key_rotated").get().exists
+    assert _post_event(stack, _event("setup_intent.succeeded", {"id": intent}, "evt_key_rotated")).status_code == 200

@@ -300,3 +300,16 @@ def test_any_message_is_read_or_refused_as_invalid(message: dict[str, Any]) -> N
     breakdown = flat_breakdown(r._pick("cost_breakdown"))
     assert breakdown is None or len(breakdown) <= MAX_BREAKDOWN_ENTRIES
     assert r._pick("ended_reason") is None or len(r._pick("ended_reason")) <= 500
+
+
+def test_numbers_past_decimals_range_are_set_aside_or_dropped_never_raised() -> None:
+    raw = json.loads(fixture("no-call.json"))
+    raw["message"].pop("startedAt", None)
+    raw["message"].pop("endedAt", None)
+    body = json.dumps(raw).replace("{", '{"durationMs": 1e999999999, ', 2).encode()
+    body = body.replace(b'"costBreakdown": {', b'"costBreakdown": {"huge": 1e999999999, ', 1)
+
+    r = report(body)
+
+    assert assess(r, NOW, Limits())[1] == "call-too-long"
+    assert "huge" not in (flat_breakdown({"huge": Decimal("1e999999999"), "stt": Decimal("0.01")}) or {})

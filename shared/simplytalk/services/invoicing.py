@@ -255,7 +255,8 @@ def run_period(db: Client, period: str, cards: list[RateCard], now: Callable[[],
 
 def invoice_json(data: dict[str, Any]) -> dict[str, Any]:
     out = {k: data.get(k) for k in ("id", "userId", "period", "status", "statusReason", "currency", "total",
-                                     "rateCardId", "stripeInvoiceId", "hostedInvoiceUrl")}
+                                     "rateCardId", "stripeInvoiceId", "hostedInvoiceUrl", "amountDue", "amountPaid",
+                                     "startingBalance")}
     out["lines"] = [{k: line.get(k) for k in ("assistantId", "provider", "usagePeriod", "minutes", "amount",
                                               "rateCardId")} for line in data.get("lines") or []]
     for key in ("createdAt", "updatedAt"):

@@ -118,12 +118,28 @@ def apply_setup_intent(db: Client, client: stripe.StripeClient, intent: dict[str
     uid = user_of_customer(db, _id_of(intent.get("customer")))
     if uid is None:
         return None
+    # A late or retried event about an older card never replaces a newer one.
+    created = int(intent.get("created") or 0)
+    applied = _profile(db, uid).get("paymentMethodFrom")
+    if isinstance(applied, int) and created < applied:
+        return uid
     payment_method = _id_of(intent["payment_method"])
     client.v1.customers.update(_id_of(intent["customer"]) or "", params={
         "invoice_settings": {"default_payment_method": payment_method or ""}},
         options={"idempotency_key": f"default-pm-{intent['id']}"})
-    db.collection(col.USERS).document(uid).set({"hasPaymentMethod": True}, merge=True)
+    db.collection(col.USERS).document(uid).set({"hasPaymentMethod": True, "paymentMethodFrom": created}, merge=True)
     return uid
+
+
+def _settle_setup_intent(db: Client, client: stripe.StripeClient, uid: str, profile: dict[str, Any]) -> dict[str, Any]:
+    """Apply the user's last SetupIntent now if it succeeded (its webhook may not have arrived yet)."""
+    intent_id = profile.get("setupIntentId")
+    if not isinstance(intent_id, str) or not intent_id:
+        return profile
+    intent = _plain(client.v1.setup_intents.retrieve(intent_id))
+    if apply_setup_intent(db, client, intent) is None:
+        return profile
+    return _profile(db, uid)
 
 
 # -- subscriptions -------------------------------------------------------------------------
@@ -135,9 +151,12 @@ def subscribe(db: Client, client: stripe.StripeClient, uid: str, price_id: str, 
     customer_id = ensure_customer(db, client, uid, now, profile)
     current, status = profile.get("stripeSubscriptionId"), profile.get("subscriptionStatus")
     if current and status == "incomplete":
+        _settle_setup_intent(db, client, uid, profile)  # the new card, before paying again
         return _retry_first_payment(db, client, uid, current)
     if current and status not in ENDED_STATUSES:
         raise Conflict(f"a subscription exists ({status}); cancel it first")
+    if not profile.get("hasPaymentMethod"):
+        profile = _settle_setup_intent(db, client, uid, profile)
     if not profile.get("hasPaymentMethod"):
         raise FailedPrecondition("add a payment method first (POST /setup-intent)")
     attempt = int(profile.get("subscriptionAttempts") or 0) + 1
@@ -215,16 +234,35 @@ def apply_subscription(db: Client, subscription: dict[str, Any]) -> str | None:
 def push_invoice(db: Client, client: stripe.StripeClient, invoice: dict[str, Any], now: dt.datetime) -> str:
     """Make our invoice a finalized Stripe invoice, charged automatically, exactly once.
 
-    The Stripe invoice is created as a draft that does not advance by itself, and its id
-    stored before any line exists; all lines are added (in batches; on a retry only those
-    missing), then it is finalized with automatic collection. If Stripe's invoice stopped
-    being a draft with another total (finalized before all lines were added), it is never
-    taken as ours: an open one is voided and reissued, a paid one is flagged for review.
+    The Stripe invoice is created as a draft that does not advance by itself (and without the
+    customer's discounts), its id stored before any line exists; all lines are added (in
+    batches; on a retry only those missing), and it is finalized with automatic collection
+    only if its total is ours. A Stripe invoice that stopped being a draft with another
+    total (finalized before all lines were added) is never taken as ours: an open one is
+    voided, then reissued; a paid one (or a draft that will not add up) is flagged for review.
     Calls on a month after the first (customer known): create, add lines, finalize.
     """
+    import stripe
+
     invoice_id = invoice["id"]
     if invoice["total"] == 0 or below_minimum(invoice["total"], invoice["currency"]):
         raise ValueError(f"invoice {invoice_id} has nothing Stripe would collect")
+    try:
+        return _push(db, client, invoice, now)
+    except stripe.StripeError as exc:
+        if _replayed_failure(exc):
+            # Stripe keeps a 5xx under its key for a day: the next attempt uses fresh keys
+            # (safe: what is missing is worked out from Stripe's own state each time)
+            from google.cloud.firestore import Increment
+
+            db.collection(col.INVOICES).document(invoice_id).update({"stripeKeyAttempt": Increment(1)})
+        raise
+
+
+def _push(db: Client, client: stripe.StripeClient, invoice: dict[str, Any], now: dt.datetime) -> str:
+    import stripe
+
+    invoice_id = invoice["id"]
     customer_id = ensure_customer(db, client, invoice["userId"], now)
     for _ in range(3):
         stripe_invoice, fresh = _stripe_draft(db, client, invoice, customer_id, now)
@@ -236,15 +274,37 @@ def push_invoice(db: Client, client: stripe.StripeClient, invoice: dict[str, Any
         log.error("stripe invoice %s (%s) bills %s, ours %s bills %s", stripe_invoice.id, stripe_invoice.status,
                   stripe_invoice.total, invoice_id, invoice["total"],
                   extra={"fields": {"invoiceId": invoice_id, "stripeInvoiceId": stripe_invoice.id}})
-        if stripe_invoice.status == "paid":
-            _move(db, invoice_id, "review", {"reviewReason": f"Stripe invoice {stripe_invoice.id} was paid "
-                                                              f"with {stripe_invoice.total}, not {invoice['total']}"},
-                  now)
+        if stripe_invoice.status in ("paid", "draft"):
+            reason = _review_reason(stripe_invoice.id, stripe_invoice.status, stripe_invoice.total, invoice["total"])
+            _move(db, invoice_id, "review", {"reviewReason": reason}, now)
             return "review"
-        invoice = _reissue(db, invoice, stripe_invoice.id, now)  # first: its webhooks then change nothing
         if stripe_invoice.status in ("open", "uncollectible"):
-            client.v1.invoices.void_invoice(stripe_invoice.id, options={"idempotency_key": f"void-{stripe_invoice.id}"})
+            # recorded first, so its invoice.voided webhook changes nothing; the id is kept until
+            # the void succeeds, so a failed void is retried and a charge meanwhile is seen
+            db.collection(col.INVOICES).document(invoice_id).update({"replacingStripeInvoice": stripe_invoice.id})
+            try:
+                client.v1.invoices.void_invoice(stripe_invoice.id, options={
+                    "idempotency_key": _key(invoice, f"void-{stripe_invoice.id}")})
+            except stripe.InvalidRequestError:
+                continue  # no longer open (paid meanwhile?): look again
+        invoice = _reissue(db, invoice, stripe_invoice.id, now)
     raise RuntimeError(f"could not push invoice {invoice_id}: Stripe's invoice keeps differing")
+
+
+def _review_reason(stripe_id: str, status: str, theirs: Any, ours: Any) -> str:
+    return f"Stripe invoice {stripe_id} ({status}) bills {theirs}, not {ours}"
+
+
+def _replayed_failure(exc: Exception) -> bool:
+    headers = getattr(exc, "headers", None) or {}
+    replayed = any(k.lower() == "idempotent-replayed" and str(v).lower() == "true" for k, v in headers.items())
+    return replayed and int(getattr(exc, "http_status", 0) or 0) >= 500
+
+
+def _key(invoice: dict[str, Any], base: str) -> str:
+    """An idempotency key for one step of pushing `invoice` (fresh after a replayed failure)."""
+    attempt = int(invoice.get("stripeKeyAttempt") or 0)
+    return f"{base}-a{attempt}" if attempt else base
 
 
 def _stripe_draft(db: Client, client: stripe.StripeClient, invoice: dict[str, Any], customer_id: str,
@@ -253,10 +313,10 @@ def _stripe_draft(db: Client, client: stripe.StripeClient, invoice: dict[str, An
     if invoice.get("stripeInvoiceId"):
         return client.v1.invoices.retrieve(invoice["stripeInvoiceId"]), False
     reissue = int(invoice.get("stripeReissues") or 0)
-    key = f"invoice-{invoice['id']}" + (f"-r{reissue}" if reissue else "")
+    key = _key(invoice, f"invoice-{invoice['id']}" + (f"-r{reissue}" if reissue else ""))
     created = client.v1.invoices.create(params={
         "customer": customer_id, "collection_method": "charge_automatically", "auto_advance": False,
-        "pending_invoice_items_behavior": "exclude", "currency": invoice["currency"],
+        "pending_invoice_items_behavior": "exclude", "currency": invoice["currency"], "discounts": "",
         "metadata": {"invoiceId": invoice["id"], "period": invoice["period"], "userId": invoice["userId"]}},
         options={"idempotency_key": key})
     db.collection(col.INVOICES).document(invoice["id"]).update({"stripeInvoiceId": created.id, "updatedAt": now})
@@ -277,16 +337,18 @@ def _present_lines(client: stripe.StripeClient, stripe_invoice_id: str) -> set[s
 
 
 def _complete(client: stripe.StripeClient, invoice: dict[str, Any], stripe_invoice: Any, fresh: bool) -> Any:
-    """Add the lines a draft lacks, then finalize it with automatic collection."""
+    """Add the lines a draft lacks; finalize it with automatic collection if it then bills our total."""
     present = set() if fresh else _present_lines(client, stripe_invoice.id)
     missing = [line for line in stripe_lines(invoice["lines"]) if line.key not in present]
     for start in range(0, len(missing), LINES_PER_REQUEST):
         batch = missing[start:start + LINES_PER_REQUEST]
         lines: list[Any] = [_line_params(invoice, line) for line in batch]
-        client.v1.invoices.add_lines(stripe_invoice.id, params={"lines": lines},
-                                     options={"idempotency_key": _lines_key(stripe_invoice.id, batch)})
-    return client.v1.invoices.finalize_invoice(stripe_invoice.id, params={"auto_advance": True},
-                                               options={"idempotency_key": f"finalize-{stripe_invoice.id}"})
+        stripe_invoice = client.v1.invoices.add_lines(stripe_invoice.id, params={"lines": lines}, options={
+            "idempotency_key": _key(invoice, _lines_key(stripe_invoice.id, batch))})
+    if stripe_invoice.total != invoice["total"]:
+        return stripe_invoice  # never finalize a total that is not ours
+    return client.v1.invoices.finalize_invoice(stripe_invoice.id, params={"auto_advance": True}, options={
+        "idempotency_key": _key(invoice, f"finalize-{stripe_invoice.id}")})
 
 
 def _line_params(invoice: dict[str, Any], line: StripeLine) -> dict[str, Any]:
@@ -305,7 +367,7 @@ def _reissue(db: Client, invoice: dict[str, Any], replaced: str, now: dt.datetim
     reissues = int(invoice.get("stripeReissues") or 0) + 1
     db.collection(col.INVOICES).document(invoice["id"]).update({
         "stripeInvoiceId": None, "stripeReissues": reissues, "replacedStripeInvoices": ArrayUnion([replaced]),
-        "updatedAt": now})
+        "replacingStripeInvoice": None, "updatedAt": now})
     return {**invoice, "stripeInvoiceId": None, "stripeReissues": reissues}
 
 
@@ -337,12 +399,14 @@ def _move(db: Client, invoice_id: str, status: str, fields: dict[str, Any], now:
         if stripe_invoice is not None:
             if data.get("stripeInvoiceId") != stripe_invoice["id"]:
                 return "superseded"  # news about a Stripe invoice we replaced (or have not recorded)
+            if final == "void" and data.get("replacingStripeInvoice") == stripe_invoice["id"]:
+                return str(current)  # we voided it to reissue ours
             if final != "void" and int(stripe_invoice.get("total") or 0) != data.get("total"):
                 if final != "paid":
                     return str(current)  # Stripe's invoice bills something else: the push reissues it
                 final = "review"
-                update["reviewReason"] = (f"Stripe invoice {stripe_invoice['id']} was paid with "
-                                                    f"{stripe_invoice.get('total')}, not {data.get('total')}")
+                update["reviewReason"] = _review_reason(stripe_invoice["id"], "paid", stripe_invoice.get("total"),
+                                                        data.get("total"))
         keep = STATUS_RANK.get(final, 0) < STATUS_RANK.get(current, 0) or current in FINAL
         final = current if keep else final
         tx.update(ref, {**update, "status": final, "updatedAt": now})
@@ -371,8 +435,12 @@ def apply_invoice(db: Client, stripe_invoice: dict[str, Any], event_type: str | 
     invoice_id = (stripe_invoice.get("metadata") or {}).get("invoiceId")
     if not isinstance(invoice_id, str) or not valid_document_id(invoice_id):
         return None  # not one of ours
+    # amountDue differs from our total when Stripe applied the customer's balance (a credit, or
+    # an amount Stripe itself carried from an invoice under its minimum charge)
     fields = {"hostedInvoiceUrl": stripe_invoice.get("hosted_invoice_url"),
-              "amountPaid": int(stripe_invoice.get("amount_paid") or 0)}
+              "amountPaid": int(stripe_invoice.get("amount_paid") or 0),
+              "amountDue": int(stripe_invoice.get("amount_due") or 0),
+              "startingBalance": int(stripe_invoice.get("starting_balance") or 0)}
     return _move(db, invoice_id, _status(stripe_invoice, event_type), fields, now, stripe_invoice)
 
 
@@ -418,16 +486,23 @@ def process_event(db: Client, client: stripe.StripeClient, event: Any, now: dt.d
     except Exception as exc:
         if is_missing(exc):
             result, outcome = None, "unknown-object"
-        elif is_transient(exc):
-            raise Unavailable("Stripe is unavailable; retry the event") from exc
-        elif _is_stripe_error(exc):
+        elif _is_refusal(exc):
             log.error("stripe event %s (%s) refused by Stripe: %r", event_id, kind, exc)
             result, outcome = None, "refused"
+        elif _is_stripe_error(exc):  # network, Stripe's side, our key refused: Stripe retries the event
+            raise Unavailable("Stripe is unavailable; retry the event") from exc
         else:
             raise
     with contextlib.suppress(gexc.AlreadyExists):  # processed concurrently: same outcome
         marker.create({"type": kind, "processedAt": now, "result": result, "outcome": outcome})
     return outcome
+
+
+def _is_refusal(exc: Exception) -> bool:
+    """Stripe refused the request itself: retrying the event cannot help."""
+    import stripe
+
+    return isinstance(exc, stripe.InvalidRequestError) and not is_transient(exc)
 
 
 def _is_stripe_error(exc: Exception) -> bool:

@@ -281,7 +281,8 @@ def flat_breakdown(value: Any) -> dict[str, float | str] | None:
                 continue
             if isinstance(item, int | Decimal | float):
                 number = Decimal(item) if not isinstance(item, float) else Decimal(str(item))
-                if number.is_finite() and abs(number) <= MAX_BREAKDOWN_NUMBER:
+                # adjusted() first: abs() of a number past the context's exponent range raises
+                if number.is_finite() and number.adjusted() < 16 and abs(number) <= MAX_BREAKDOWN_NUMBER:
                     out[name] = float(number)
             elif isinstance(item, str):
                 if len(item) <= MAX_BREAKDOWN_TEXT:
@@ -315,6 +316,8 @@ def assess(report: EndOfCallReport, now: dt.datetime, limits: Limits) -> tuple[D
         seconds = report.call_seconds()
     except ValueError:
         return Decimal(0), "ended-before-started"
+    except ArithmeticError:  # a duration past Decimal's range (1e999999999 ms)
+        return Decimal(0), "call-too-long"
     if any(t > now + limits.future_skew for t in times):
         return seconds, "time-in-future"
     if any(t < limits.earliest for t in times):
