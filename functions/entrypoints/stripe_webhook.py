@@ -18,7 +18,7 @@ from simplytalk.http import Api, ApiRequest, Reply
 from simplytalk.services.payments import process_event
 from simplytalk.stripe_gateway import stripe_client
 
-api = Api("stripe-webhook", max_body_bytes=1024 * 1024)
+api = Api("stripe-webhook", max_body_bytes=1024 * 1024, cors=False)
 log = logs.get_logger("stripe-webhook")
 TOLERANCE_SECONDS = 300
 

@@ -16,7 +16,7 @@ from simplytalk.services.vapi import (
 )
 
 # End-of-call reports carry the whole transcript: allow large bodies here.
-api = Api("vapi-webhook", max_body_bytes=8 * 1024 * 1024)
+api = Api("vapi-webhook", max_body_bytes=8 * 1024 * 1024, cors=False)
 log = logs.get_logger("vapi-webhook")
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import os
+import re
 from dataclasses import dataclass
 
 from simplytalk.errors import ConfigError
@@ -22,6 +23,21 @@ LOCAL_PUBSUB = "127.0.0.1:8085"
 # shutdowns for (checked against the installed openai SDK by tests/unit/test_realtime.py).
 REALTIME_MODELS: tuple[str, ...] = ("gpt-realtime-1.5", "gpt-realtime-2", "gpt-realtime-2.1",
                                     "gpt-realtime-2.1-mini", "gpt-realtime-mini-2025-10-06")
+
+
+LOCAL_ORIGINS = "http://localhost:3000,http://127.0.0.1:3000,http://localhost:5173"
+_ORIGIN = re.compile(r"^https?://[a-z0-9.-]+(:[0-9]{1,5})?$|^https?://\[[0-9a-f:]+\](:[0-9]{1,5})?$")
+
+
+def allowed_origins(value: str | None, demo: bool) -> frozenset[str]:
+    """`SIMPLYTALK_ALLOWED_ORIGINS`: comma-separated `scheme://host[:port]`, exactly as browsers send
+    them (no path, no wildcard). The local dev servers by default for demo- projects, none otherwise."""
+    raw = value if value is not None else (LOCAL_ORIGINS if demo else "")
+    origins = frozenset(o.strip().lower() for o in raw.split(",") if o.strip())
+    bad = sorted(o for o in origins if not _ORIGIN.match(o))
+    if bad:
+        raise ConfigError(f"SIMPLYTALK_ALLOWED_ORIGINS: not an origin (scheme://host[:port]): {', '.join(bad)}")
+    return origins
 
 
 @dataclass(frozen=True)
@@ -54,6 +70,7 @@ class Settings:
     tap_run_seconds: int = 480  # one tap run, under the realtime-tap function's 540 s timeout
     tap_lease_seconds: int = 15  # a tap that stops renewing is replaced after this long
     max_session_tampering: int = 3  # browser changes undone before the call is ended
+    allowed_origins: frozenset[str] = frozenset()  # browser origins that may call the user API (CORS)
 
     @property
     def is_demo(self) -> bool:
@@ -127,6 +144,7 @@ class Settings:
             tap_run_seconds=tap_run,
             tap_lease_seconds=tap_lease,
             max_session_tampering=positive_int("SIMPLYTALK_MAX_SESSION_TAMPERING", 3, minimum=0),
+            allowed_origins=allowed_origins(env.get("SIMPLYTALK_ALLOWED_ORIGINS"), demo),
         )
 
     def export_emulator_hosts(self) -> None:

@@ -56,7 +56,7 @@ ERROR_STATUS: dict[type[ApiError], tuple[int, str]] = {
     Unauthenticated: (401, "UNAUTHENTICATED"),
     PaymentRequired: (402, "FAILED_PRECONDITION"),
     PermissionDenied: (403, "PERMISSION_DENIED"),
-    FailedPrecondition: (403, "FAILED_PRECONDITION"),
+    FailedPrecondition: (400, "FAILED_PRECONDITION"),
     NotFound: (404, "NOT_FOUND"),
     MethodNotAllowed: (405, "METHOD_NOT_ALLOWED"),
     Conflict: (409, "ALREADY_EXISTS"),
@@ -117,6 +117,8 @@ class ApiRequest:
             return json.loads(data)
         except (ValueError, UnicodeDecodeError) as exc:
             raise InvalidArgument(f"request body is not valid JSON: {exc}") from exc
+        except RecursionError as exc:  # nested deeper than any request of ours
+            raise InvalidArgument("request body is nested too deeply") from exc
 
     def parse(self, model: type[M]) -> M:
         return parse_model(model, self.json())
@@ -159,10 +161,17 @@ class _Route:
     public: bool
 
 
+CORS_ALLOW_HEADERS = "Authorization, Content-Type, Idempotency-Key"
+CORS_EXPOSE_HEADERS = "Location, Retry-After, Allow"
+CORS_MAX_AGE = "3600"
+
+
 class Api:
-    def __init__(self, name: str, max_body_bytes: int | None = None) -> None:
+    def __init__(self, name: str, max_body_bytes: int | None = None, *, cors: bool = True) -> None:
+        """`cors`: browsers from `SIMPLYTALK_ALLOWED_ORIGINS` may call it (not webhooks)."""
         self.name = name
         self.max_body_bytes = max_body_bytes  # None: the configured default
+        self.cors = cors
         self._routes: list[_Route] = []
 
     def route(self, method: str, path: str, *, public: bool = False) -> Callable[[Handler], Handler]:
@@ -179,15 +188,41 @@ class Api:
     def __call__(self, request: flask.Request) -> tuple[str, int, dict[str, str]]:
         trace = logs.set_trace(logs.trace_from_headers(request.headers, settings().project_id))
         try:
-            reply = self._dispatch(request)
-            return _serialize(reply)
-        except ApiError as exc:
-            return error_response(exc)
-        except Exception:
-            log.exception("unhandled error in %s", self.name)
-            return error_response(ApiError("internal error"))
+            cors = self._cors(request)
+            if cors and "Access-Control-Allow-Origin" in cors and request.method == "OPTIONS" and \
+                    request.headers.get("Access-Control-Request-Method"):
+                preflight = self._preflight(request.path or "/")
+                if preflight is not None:
+                    return "", 204, {**cors, **preflight}
+            try:
+                body, status, headers = _serialize(self._dispatch(request))
+            except ApiError as exc:
+                body, status, headers = error_response(exc)
+            except Exception:
+                log.exception("unhandled error in %s", self.name)
+                body, status, headers = error_response(ApiError("internal error"))
+            return body, status, {**headers, **(cors or {})}
         finally:
             logs.reset_trace(trace)
+
+    def _cors(self, request: flask.Request) -> dict[str, str] | None:
+        """The CORS headers for this request's origin (None: not a CORS-enabled API)."""
+        if not self.cors:
+            return None
+        origin = request.headers.get("Origin")
+        if not origin or origin.lower() not in settings().allowed_origins:
+            return {"Vary": "Origin"}  # nothing for other origins; caches must still tell them apart
+        return {"Access-Control-Allow-Origin": origin, "Access-Control-Expose-Headers": CORS_EXPOSE_HEADERS,
+                "Vary": "Origin"}
+
+    def _preflight(self, path: str) -> dict[str, str] | None:
+        methods = {r.method for r in self._routes if r.pattern.match(path)}
+        if not methods:
+            return None  # no such resource: the 404 answers
+        if "GET" in methods:
+            methods.add("HEAD")
+        return {"Access-Control-Allow-Methods": ", ".join(sorted(methods)),
+                "Access-Control-Allow-Headers": CORS_ALLOW_HEADERS, "Access-Control-Max-Age": CORS_MAX_AGE}
 
     def _dispatch(self, request: flask.Request) -> Reply:
         path = request.path or "/"

@@ -70,7 +70,7 @@ def test_card_then_subscription_sets_the_user_and_assistants_subscribed(stack: S
     assistant = requests.post(stack.function_url("openai-assistants"), json={"name": "a"}, headers=ann.headers,
                               timeout=10).json()
     early = requests.post(billing + "/subscription", headers=ann.headers, timeout=10)
-    assert early.status_code == 403  # no payment method yet
+    assert early.status_code == 400 and early.json()["error"]["status"] == "FAILED_PRECONDITION"  # no card yet
 
     add_card(stack, sc, ann, db)
     subscribed = requests.post(billing + "/subscription", headers=ann.headers, timeout=10)

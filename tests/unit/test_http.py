@@ -48,15 +48,15 @@ def delete_thing(req: ApiRequest) -> Reply:
 app = flask.Flask("test")
 
 
-def call(method: str, path: str, body: bytes | None = None,
+def call(method: str, path: str, body: bytes | None = None, extra: dict[str, str] | None = None,
          **headers: str) -> tuple[int, dict[str, str], Any]:
-    with app.test_request_context(path, method=method, data=body, headers=headers):
+    with app.test_request_context(path, method=method, data=body, headers={**headers, **(extra or {})}):
         text, status, out_headers = api(flask.request)
     return status, out_headers, json.loads(text) if text else None
 
 
 def test_route_with_parameter() -> None:
-    assert call("GET", "/abc") == (200, {"Content-Type": "application/json"}, {"id": "abc"})
+    assert call("GET", "/abc") == (200, {"Content-Type": "application/json", "Vary": "Origin"}, {"id": "abc"})
 
 
 def test_trailing_slash_is_the_same_route() -> None:
@@ -80,7 +80,7 @@ def test_unknown_path_is_404() -> None:
 
 
 def test_valid_body_is_parsed() -> None:
-    status, _, body = call("POST", "/", b'{"name": "x", "size": 3}', **{"Content-Type": "application/json"})
+    status, _, body = call("POST", "/", b'{"name": "x", "size": 3}', extra={"Content-Type": "application/json"})
 
     assert (status, body) == (201, {"name": "x", "size": 3})
 
@@ -140,7 +140,7 @@ def test_every_error_of_the_tree_has_its_status_in_the_one_table() -> None:
 
 
 def test_no_content_has_no_body() -> None:
-    assert call("DELETE", "/abc") == (204, {}, None)
+    assert call("DELETE", "/abc") == (204, {"Vary": "Origin"}, None)
 
 
 def test_error_response_shape() -> None:
@@ -172,3 +172,51 @@ def test_protected_route_without_token_is_401() -> None:
 @pytest.mark.parametrize("bad", ["..", ".", "__name__"])
 def test_a_path_id_no_document_can_have_is_404(bad: str) -> None:
     assert call("GET", f"/{bad}")[0] == 404
+
+
+LOCAL = "http://localhost:3000"
+
+
+def test_a_preflight_from_an_allowed_origin_gets_the_routes_methods_and_headers() -> None:
+    status, headers, body = call("OPTIONS", "/abc", Origin=LOCAL, extra={"Access-Control-Request-Method": "DELETE",
+                                                                        "Access-Control-Request-Headers": "x"})
+
+    assert (status, body) == (204, None)
+    assert headers["Access-Control-Allow-Origin"] == LOCAL and headers["Vary"] == "Origin"
+    assert headers["Access-Control-Allow-Methods"] == "DELETE, GET, HEAD"
+    assert headers["Access-Control-Allow-Headers"] == "Authorization, Content-Type, Idempotency-Key"
+    assert headers["Access-Control-Max-Age"] == "3600"
+
+
+def test_responses_and_errors_carry_cors_headers_for_an_allowed_origin_only() -> None:
+    ok = call("GET", "/abc", Origin=LOCAL)[1]
+    failed = call("GET", "/busy", Origin=LOCAL)[1]
+    other = call("GET", "/abc", Origin="https://evil.example")[1]
+    preflight_other = call("OPTIONS", "/abc", Origin="https://evil.example",
+                           extra={"Access-Control-Request-Method": "GET"})
+
+    assert ok["Access-Control-Allow-Origin"] == LOCAL and "Location" in ok["Access-Control-Expose-Headers"]
+    assert failed["Access-Control-Allow-Origin"] == LOCAL and failed["Retry-After"] == "30"
+    assert "Access-Control-Allow-Origin" not in other and other["Vary"] == "Origin"
+    assert preflight_other[0] == 405 and "Access-Control-Allow-Origin" not in preflight_other[1]
+
+
+def test_webhooks_answer_no_browser() -> None:
+    hook = Api("hook", cors=False)
+
+    @hook.route("POST", "/", public=True)
+    def receive(req: ApiRequest) -> Reply:
+        return Reply(200, {"ok": True})
+
+    with app.test_request_context("/", method="OPTIONS", headers={
+            "Origin": LOCAL, "Access-Control-Request-Method": "POST"}):
+        _, status, headers = hook(flask.request)
+
+    assert status == 405 and not any(h.startswith("Access-Control") or h == "Vary" for h in headers)
+
+
+def test_json_nested_past_the_parsers_depth_is_a_400() -> None:
+    status, _, body = call("POST", "/", b'{"name": ' + b"[" * 30000 + b"]" * 30000 + b"}",
+                           extra={"Content-Type": "application/json"})
+
+    assert status == 400 and body["error"]["status"] == "INVALID_ARGUMENT"

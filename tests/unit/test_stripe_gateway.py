@@ -15,7 +15,7 @@ CASES = [
     (stripe.IdempotencyError("There is currently another in-progress request using this Idempotent Key",
                              http_status=409), Aborted, 409),
     (stripe.InvalidRequestError("Received unknown parameter: x", "x", code="parameter_unknown", http_status=400),
-     FailedPrecondition, 403),
+     FailedPrecondition, 400),
     (stripe.AuthenticationError("Invalid API Key provided", http_status=401), Unavailable, 503),
     (stripe.PermissionError("The provided key does not have access", http_status=403), Unavailable, 503),
     (stripe.RateLimitError("Too many requests", http_status=429), Unavailable, 503),
