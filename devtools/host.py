@@ -8,7 +8,9 @@ where the Firebase functions emulator would serve it:
   the rest of the path, as in production);
 - event functions at `/functions/projects/{project}/triggers/{function}`, where
   the Firestore emulator (`--functions_emulator`) delivers CloudEvents for the
-  eventarc triggers registered under that key.
+  eventarc triggers registered under that key;
+- the API's OpenAPI document (openapi.json, `python -m devtools.openapi`) at
+  `/openapi.json`, its first server this host.
 
 Run: `python -m devtools.host --port 5001`.
 """
@@ -48,6 +50,22 @@ def _root_path(app: Any) -> Any:
 
 
 BARE = ROOT / "devtools" / "bench" / "bare_function.py"
+OPENAPI = ROOT / "openapi.json"
+
+
+def _openapi(project: str, region: str) -> Any:
+    """The committed OpenAPI document, its local server being this host (whatever its port)."""
+
+    def serve(environ: dict[str, Any], start_response: Any) -> Any:
+        request = Request(environ)
+        document = json.loads(OPENAPI.read_text())
+        here = f"{request.host_url.rstrip('/')}/{project}/{region}"
+        document["servers"] = [{"url": here, "description": "this local functions host"},
+                               *document.get("servers", [])[1:]]
+        return Response(json.dumps(document, ensure_ascii=False), 200, content_type="application/json",
+                        headers={"Access-Control-Allow-Origin": "*"})(environ, start_response)
+
+    return serve
 
 
 def build_app(project: str, manifest: Manifest | None = None, with_bench: bool = False,
@@ -55,7 +73,7 @@ def build_app(project: str, manifest: Manifest | None = None, with_bench: bool =
     import functions_framework
 
     manifest = manifest or load()
-    mounts: dict[str, Any] = {}
+    mounts: dict[str, Any] = {"/openapi.json": _openapi(project, manifest.region)}
     if with_bench:  # benchmarks' baseline; never deployed
         mounts[f"/{project}/{manifest.region}/bench-bare"] = functions_framework.create_app(
             "bench_bare", str(BARE), "http")

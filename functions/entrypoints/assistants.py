@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from simplytalk.api_models import AssistantSummaryPage, PageQuery
 from simplytalk.firestore import firestore_client
 from simplytalk.http import Api, ApiRequest, Reply
 from simplytalk.paging import page_size
@@ -8,7 +9,8 @@ from simplytalk.services.assistants import list_all_assistants
 api = Api("assistants")
 
 
-@api.route("GET", "/")
+@api.route("GET", "/", summary="The caller's vapi and OpenAI assistants, newest first", query=PageQuery,
+           response=AssistantSummaryPage)
 def list_(req: ApiRequest) -> Reply:
     page = list_all_assistants(firestore_client(), req.uid, page_size(req.query("pageSize")),
                                req.query("pageToken"))

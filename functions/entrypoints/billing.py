@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from simplytalk import api_models as shapes
 from simplytalk.clock import utcnow
 from simplytalk.config import settings
 from simplytalk.errors import PermissionDenied
@@ -11,25 +12,27 @@ from simplytalk.services import invoicing, payments, rate_cards
 api = Api("billing")
 
 
-@api.route("GET", "/invoices")
+@api.route("GET", "/invoices", summary="The caller's invoices, newest period first", query=shapes.PageQuery,
+           response=shapes.InvoicePage)
 def list_invoices(req: ApiRequest) -> Reply:
     items, token = invoicing.list_invoices(firestore_client(), req.uid, page_size(req.query("pageSize")),
                                            req.query("pageToken"))
     return Reply(200, {"invoices": items, "nextPageToken": token})
 
 
-@api.route("GET", "/invoices/{invoice_id}")
+@api.route("GET", "/invoices/{invoice_id}", summary="One of the caller's invoices", response=shapes.Invoice)
 def get_invoice(req: ApiRequest) -> Reply:
     return Reply(200, invoicing.get_invoice(firestore_client(), req.uid, req.params["invoice_id"]))
 
 
-@api.route("GET", "/rate-cards")
+@api.route("GET", "/rate-cards", summary="Every rate card, oldest first", response=shapes.RateCardList)
 def list_rate_cards(req: ApiRequest) -> Reply:
     cards = rate_cards.list_cards(firestore_client())
     return Reply(200, {"rateCards": [rate_cards.card_json(c) for c in cards]})
 
 
-@api.route("POST", "/rate-cards")
+@api.route("POST", "/rate-cards", summary="Add a rate card from a month not yet begun (admin claim)",
+           body=rate_cards.RateCardInput, response=shapes.RateCard, status=201, errors=(403, 409))
 def add_rate_card(req: ApiRequest) -> Reply:
     assert req.caller is not None
     if not req.caller.is_admin:
@@ -38,7 +41,8 @@ def add_rate_card(req: ApiRequest) -> Reply:
     return Reply(201, rate_cards.card_json(card))
 
 
-@api.route("POST", "/setup-intent")
+@api.route("POST", "/setup-intent", summary="A Stripe SetupIntent to save the caller's card",
+           response=shapes.SetupIntent, status=201, errors=(400, 402, 409, 429, 503))
 def setup_intent(req: ApiRequest) -> Reply:
     """A SetupIntent for Stripe.js to save the caller's card: the caller's open one while it is unused."""
     from simplytalk.stripe_gateway import stripe_client, stripe_errors
@@ -48,12 +52,13 @@ def setup_intent(req: ApiRequest) -> Reply:
     return Reply(201, result)
 
 
-@api.route("GET", "/subscription")
+@api.route("GET", "/subscription", summary="The caller's subscription state", response=shapes.Subscription)
 def get_subscription(req: ApiRequest) -> Reply:
     return Reply(200, payments.subscription_view(firestore_client(), req.uid))
 
 
-@api.route("POST", "/subscription")
+@api.route("POST", "/subscription", summary="Subscribe (needs a saved card)", response=shapes.Subscription,
+           status=201, errors=(400, 402, 409, 503))
 def subscribe(req: ApiRequest) -> Reply:
     from simplytalk.stripe_gateway import stripe_client, stripe_errors
 
@@ -63,7 +68,8 @@ def subscribe(req: ApiRequest) -> Reply:
     return Reply(201, view)
 
 
-@api.route("DELETE", "/subscription")
+@api.route("DELETE", "/subscription", summary="Cancel the subscription", response=shapes.Subscription,
+           errors=(400, 404, 409, 503))
 def cancel(req: ApiRequest) -> Reply:
     from simplytalk.stripe_gateway import stripe_client, stripe_errors
 

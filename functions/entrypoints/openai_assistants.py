@@ -1,10 +1,12 @@
 from __future__ import annotations
 
+from simplytalk.api_models import OpenAIAssistantPage, PageQuery
 from simplytalk.assistant_input import AssistantCreate, AssistantPatch
 from simplytalk.clock import utcnow
 from simplytalk.config import settings
 from simplytalk.firestore import firestore_client
 from simplytalk.http import Api, ApiRequest, Reply
+from simplytalk.models import OpenAIAssistant
 from simplytalk.paging import page_size
 from simplytalk.scraping import FetchPolicy
 from simplytalk.services import assistants, knowledge
@@ -12,7 +14,8 @@ from simplytalk.services import assistants, knowledge
 api = Api("openai-assistants")
 
 
-@api.route("POST", "/")
+@api.route("POST", "/", summary="Create an OpenAI assistant", body=AssistantCreate, response=OpenAIAssistant,
+           status=201, errors=(409, 429))
 def create(req: ApiRequest) -> Reply:
     data = req.parse(AssistantCreate)
     created = assistants.create_assistant(firestore_client(), req.uid, data, utcnow(),
@@ -20,20 +23,22 @@ def create(req: ApiRequest) -> Reply:
     return Reply(201, created.to_json())
 
 
-@api.route("GET", "/")
+@api.route("GET", "/", summary="The caller's OpenAI assistants, newest first", query=PageQuery,
+           response=OpenAIAssistantPage)
 def list_(req: ApiRequest) -> Reply:
     page = assistants.list_openai_assistants(firestore_client(), req.uid, page_size(req.query("pageSize")),
                                              req.query("pageToken"))
     return Reply(200, {"assistants": page.items, "nextPageToken": page.next_page_token})
 
 
-@api.route("GET", "/{assistant_id}")
+@api.route("GET", "/{assistant_id}", summary="One of the caller's OpenAI assistants", response=OpenAIAssistant)
 def get(req: ApiRequest) -> Reply:
     found = assistants.get_assistant(firestore_client(), req.uid, req.params["assistant_id"])
     return Reply(200, found.to_json())
 
 
-@api.route("PATCH", "/{assistant_id}")
+@api.route("PATCH", "/{assistant_id}", summary="Change some of an assistant's fields", body=AssistantPatch,
+           response=OpenAIAssistant)
 def update(req: ApiRequest) -> Reply:
     patch = req.parse(AssistantPatch)
     updated = assistants.update_assistant(firestore_client(), req.uid, req.params["assistant_id"], patch,
@@ -41,13 +46,14 @@ def update(req: ApiRequest) -> Reply:
     return Reply(200, updated.to_json())
 
 
-@api.route("DELETE", "/{assistant_id}")
+@api.route("DELETE", "/{assistant_id}", summary="Delete an assistant", status=204, errors=(409,))
 def delete(req: ApiRequest) -> Reply:
     assistants.delete_assistant(firestore_client(), req.uid, req.params["assistant_id"])
     return Reply(204)
 
 
-@api.route("POST", "/{assistant_id}/scrape")
+@api.route("POST", "/{assistant_id}/scrape", summary="Fetch the assistant's scrapedUrls again, now",
+           response=OpenAIAssistant, errors=(409, 429))
 def scrape(req: ApiRequest) -> Reply:
     """Fetch the assistant's scrapedUrls now (again), whatever was fetched before."""
     db = firestore_client()

@@ -3,6 +3,7 @@ list and read the caller's calls, read a transcript, hang up."""
 
 from __future__ import annotations
 
+from simplytalk import api_models as shapes
 from simplytalk.config import settings
 from simplytalk.http import Api, ApiRequest, Reply
 from simplytalk.paging import page_size
@@ -19,30 +20,34 @@ def limits() -> svc.CallLimits:
                           max_concurrent=cfg.max_concurrent_calls)
 
 
-@api.route("POST", "/")
+@api.route("POST", "/", summary="Start a Realtime call: the browser's SDP offer in, OpenAI's answer out",
+           body=StartCall, response=shapes.StartedCall, status=201, errors=(402, 429, 503),
+           response_headers=("Location",))
 def start(req: ApiRequest) -> Reply:
     started = svc.start_call(deps(), limits(), req.uid, req.parse(StartCall))
     return Reply(201, started.to_json(), {"Location": f"/{started.record.id}"})
 
 
-@api.route("GET", "/")
+@api.route("GET", "/", summary="The caller's calls, newest first", query=shapes.PageQuery,
+           response=shapes.CallPage)
 def list_(req: ApiRequest) -> Reply:
     calls, token = svc.list_calls(deps(), req.uid, page_size(req.query("pageSize")), req.query("pageToken"))
     return Reply(200, {"calls": calls, "nextPageToken": token})
 
 
-@api.route("GET", "/{call_id}")
+@api.route("GET", "/{call_id}", summary="One call, with its usage so far", response=shapes.Call)
 def get(req: ApiRequest) -> Reply:
     return Reply(200, svc.owned_call(deps(), req.uid, req.params["call_id"]).call.to_json())
 
 
-@api.route("GET", "/{call_id}/transcript")
+@api.route("GET", "/{call_id}/transcript", summary="A call's transcript, oldest first", query=shapes.PageQuery,
+           response=shapes.Transcript)
 def transcript(req: ApiRequest) -> Reply:
     lines, token = svc.transcript(deps(), req.uid, req.params["call_id"], page_size(req.query("pageSize")),
                                   req.query("pageToken"))
     return Reply(200, {"transcript": lines, "nextPageToken": token})
 
 
-@api.route("DELETE", "/{call_id}")
+@api.route("DELETE", "/{call_id}", summary="Hang up", response=shapes.Call, errors=(503,))
 def hang_up(req: ApiRequest) -> Reply:
     return Reply(200, svc.hang_up(deps(), req.uid, req.params["call_id"]).to_json())

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 
 from simplytalk import logs
+from simplytalk.api_models import StripeEvent, StripeReceived
 from simplytalk.clock import utcnow
 from simplytalk.config import settings
 from simplytalk.errors import ConfigError, InvalidArgument
@@ -23,7 +24,9 @@ log = logs.get_logger("stripe-webhook")
 TOLERANCE_SECONDS = 300
 
 
-@api.route("POST", "/", public=True)  # authenticated by Stripe's signature
+# authenticated by Stripe's signature
+@api.route("POST", "/", public=True, summary="Stripe events (invoice status, subscription state)",
+           body=StripeEvent, response=StripeReceived, errors=(503,), security=(("stripeSignature",),))
 def receive(req: ApiRequest) -> Reply:
     import stripe
 

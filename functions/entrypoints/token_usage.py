@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from simplytalk.api_models import UsageQuery, UsageView
 from simplytalk.clock import utcnow
 from simplytalk.firestore import firestore_client
 from simplytalk.http import Api, ApiRequest, Reply
@@ -11,7 +12,8 @@ from simplytalk.services.usage import parse_period, usage_view
 api = Api("token-usage")
 
 
-@api.route("GET", "/")
+@api.route("GET", "/", summary="The caller's usage: totals, a month with its estimated cost, per assistant, "
+           "and the paged history", query=UsageQuery, response=UsageView, errors=(404,))
 def get_usage(req: ApiRequest) -> Reply:
     period = parse_period(req.query("period"), utcnow())
     size = page_size(req.query("pageSize"))

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from simplytalk import logs
+from simplytalk.api_models import VapiReceived, VapiServerMessage
 from simplytalk.clock import utcnow
 from simplytalk.config import settings
 from simplytalk.errors import InvalidArgument
@@ -20,7 +21,10 @@ api = Api("vapi-webhook", max_body_bytes=8 * 1024 * 1024, cors=False)
 log = logs.get_logger("vapi-webhook")
 
 
-@api.route("POST", "/", public=True)  # authenticated by a vapi credential, not a Firebase token
+# authenticated by a vapi credential, not a Firebase token
+@api.route("POST", "/", public=True, summary="vapi server messages (an end-of-call report is recorded)",
+           body=VapiServerMessage, response=VapiReceived, errors=(401,),
+           security=(("vapiSignature", "vapiTimestamp"), ("vapiBearer",), ("vapiSecret",)))
 def receive(req: ApiRequest) -> Reply:
     raw = req.body()  # the HMAC signs these exact bytes
     config = settings()

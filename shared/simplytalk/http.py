@@ -153,12 +153,35 @@ def _describe(err: Any) -> str:
 Handler = Callable[[ApiRequest], Reply]
 
 
+@dataclass(frozen=True)
+class RouteDoc:
+    """What a route takes and gives, for the OpenAPI document (`python -m devtools.openapi`).
+
+    Description only: the handler still parses and answers as it does. `body`, `response` and
+    `query` are pydantic models (a query model's fields are the query parameters); `errors`
+    are the error statuses this route answers besides the ones every route may (400, 401 for
+    a signed-in route, 404 for a path with ids, 413 for a body); `security` names a public
+    route's own credentials (webhooks), as OpenAPI security requirements (any one suffices).
+    """
+
+    summary: str = ""
+    body: type[BaseModel] | None = None
+    response: type[BaseModel] | None = None
+    query: type[BaseModel] | None = None
+    status: int = 200
+    errors: tuple[int, ...] = ()
+    security: tuple[tuple[str, ...], ...] = ()
+    response_headers: tuple[str, ...] = ()  # e.g. "Location"
+
+
 @dataclass
 class _Route:
     method: str
     pattern: re.Pattern[str]
     handler: Handler
     public: bool
+    path: str = "/"
+    doc: RouteDoc = field(default_factory=RouteDoc)
 
 
 CORS_ALLOW_HEADERS = "Authorization, Content-Type, Idempotency-Key"
@@ -174,16 +197,27 @@ class Api:
         self.cors = cors
         self._routes: list[_Route] = []
 
-    def route(self, method: str, path: str, *, public: bool = False) -> Callable[[Handler], Handler]:
-        """Register a handler. `{name}` in `path` matches one path segment."""
+    def route(self, method: str, path: str, *, public: bool = False, summary: str = "",
+              body: type[BaseModel] | None = None, response: type[BaseModel] | None = None,
+              query: type[BaseModel] | None = None, status: int = 200, errors: tuple[int, ...] = (),
+              security: tuple[tuple[str, ...], ...] = (),
+              response_headers: tuple[str, ...] = ()) -> Callable[[Handler], Handler]:
+        """Register a handler. `{name}` in `path` matches one path segment. The keywords after
+        `public` describe the route for the OpenAPI document (`RouteDoc`) and change nothing else."""
         regex = re.sub(r"\{(\w+)\}", r"(?P<\1>[^/]+)", path.rstrip("/") or "")
         pattern = re.compile(f"^{regex}/?$")
+        doc = RouteDoc(summary, body, response, query, status, errors, security, response_headers)
 
         def register(handler: Handler) -> Handler:
-            self._routes.append(_Route(method.upper(), pattern, handler, public))
+            self._routes.append(_Route(method.upper(), pattern, handler, public, path, doc))
             return handler
 
         return register
+
+    @property
+    def routes(self) -> tuple[_Route, ...]:
+        """The registered routes, in order (read by the OpenAPI generator)."""
+        return tuple(self._routes)
 
     def __call__(self, request: flask.Request) -> tuple[str, int, dict[str, str]]:
         trace = logs.set_trace(logs.trace_from_headers(request.headers, settings().project_id))

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import datetime as dt
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, field_validator
 from pydantic.alias_generators import to_camel
 
 from simplytalk import collections as col
@@ -18,13 +18,20 @@ if TYPE_CHECKING:
     from google.cloud.firestore import Client
 
 
+# For the OpenAPI document: what `_exact` lets through (a whole number, or an exact decimal string).
+CENTS_SCHEMA = WithJsonSchema({"anyOf": [
+    {"type": "integer", "minimum": 0, "maximum": 100_000},
+    {"type": "string", "pattern": r"^(100000|[0-9]{1,5}(\.[0-9]{1,4})?)$"}],
+    "description": 'cents a minute: a whole number, or a decimal string such as "12.5" (never a float)'})
+
+
 class RateCardInput(BaseModel):
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
 
     id: str | None = Field(default=None, pattern=r"^[a-z0-9][a-z0-9-]{2,62}$")
     effective_from: dt.date | None = None  # default: the first day of next month
     tokens_per_minute: int = Field(ge=1, le=1_000_000)
-    cents_per_minute: Decimal = Field(ge=0, le=100_000, max_digits=12, decimal_places=4)
+    cents_per_minute: Annotated[Decimal, CENTS_SCHEMA] = Field(ge=0, le=100_000, max_digits=12, decimal_places=4)
     currency: Literal["usd"] = "usd"
     openai_basis: Literal["tokens", "call-duration"] = "tokens"
 
