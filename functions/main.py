@@ -7,9 +7,15 @@ function needs) on its first call, and a function never pays for another's SDKs.
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import functions_framework
+
+if os.environ.get("K_SERVICE"):  # deployed: refuse to start on local defaults (raises ConfigError)
+    from simplytalk.config import settings
+
+    settings()
 
 
 @functions_framework.http

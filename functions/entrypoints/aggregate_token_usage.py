@@ -46,7 +46,7 @@ def _drop(event_id: str, why: str) -> None:
     log.error("usage event %s not counted: %s", event_id, why, extra={"fields": {"eventId": event_id}})
 
 
-@document_event_handler("aggregate-token-usage")
+@document_event_handler("aggregate-token-usage", age_setting="max_usage_event_age_seconds")
 def handle(change: DocumentChange) -> None:
     from google.api_core import exceptions as gexc
 

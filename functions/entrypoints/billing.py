@@ -7,6 +7,7 @@ from simplytalk.errors import PermissionDenied
 from simplytalk.firestore import firestore_client
 from simplytalk.http import Api, ApiRequest, Reply
 from simplytalk.paging import page_size
+from simplytalk.rate_limits import rate_limiter
 from simplytalk.services import invoicing, payments, rate_cards
 
 api = Api("billing")
@@ -34,9 +35,9 @@ def list_rate_cards(req: ApiRequest) -> Reply:
 @api.route("POST", "/rate-cards", summary="Add a rate card from a month not yet begun (admin claim)",
            body=rate_cards.RateCardInput, response=shapes.RateCard, status=201, errors=(403, 409))
 def add_rate_card(req: ApiRequest) -> Reply:
-    assert req.caller is not None
-    if not req.caller.is_admin:
+    if req.caller is None or not req.caller.is_admin:
         raise PermissionDenied("adding a rate card needs the admin claim")
+    req.require_current_account()  # a disabled admin or a revoked token loses the power at once
     card = rate_cards.add_card(firestore_client(), req.parse(rate_cards.RateCardInput), req.uid, utcnow())
     return Reply(201, rate_cards.card_json(card))
 
@@ -47,6 +48,8 @@ def setup_intent(req: ApiRequest) -> Reply:
     """A SetupIntent for Stripe.js to save the caller's card: the caller's open one while it is unused."""
     from simplytalk.stripe_gateway import stripe_client, stripe_errors
 
+    req.require_current_account()
+    rate_limiter().take(req.uid, "setup-intent")
     with stripe_errors():
         result = payments.create_setup_intent(firestore_client(), stripe_client(), req.uid, utcnow())
     return Reply(201, result)
@@ -62,6 +65,7 @@ def get_subscription(req: ApiRequest) -> Reply:
 def subscribe(req: ApiRequest) -> Reply:
     from simplytalk.stripe_gateway import stripe_client, stripe_errors
 
+    req.require_current_account()
     with stripe_errors():
         view = payments.subscribe(firestore_client(), stripe_client(), req.uid, settings().stripe_price_id,
                                   utcnow())
@@ -73,5 +77,6 @@ def subscribe(req: ApiRequest) -> Reply:
 def cancel(req: ApiRequest) -> Reply:
     from simplytalk.stripe_gateway import stripe_client, stripe_errors
 
+    req.require_current_account()
     with stripe_errors():
         return Reply(200, payments.cancel_subscription(firestore_client(), stripe_client(), req.uid))

@@ -12,7 +12,7 @@ from typing import Any
 from simplytalk import logs
 from simplytalk.billing import valid_period
 from simplytalk.clock import utcnow
-from simplytalk.events import pubsub_json
+from simplytalk.events import pubsub_json, too_old
 from simplytalk.firestore import firestore_client
 from simplytalk.services.invoicing import previous_period, run_period, stripe_settler
 from simplytalk.services.rate_cards import list_cards
@@ -22,6 +22,10 @@ BUDGET_SECONDS = 420.0  # under the function's 540 s timeout
 
 
 def handle(cloud_event: Any) -> None:
+    from simplytalk.config import settings
+
+    if too_old(cloud_event, "monthly-invoicing", settings().max_event_age_seconds):
+        return  # an operator reruns the month (python -m ops.invoicing): each user is idempotent
     message = pubsub_json(cloud_event)
     period = message.get("period") or previous_period(utcnow())
     if not isinstance(period, str) or not valid_period(period):

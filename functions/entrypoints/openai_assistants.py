@@ -8,6 +8,7 @@ from simplytalk.firestore import firestore_client
 from simplytalk.http import Api, ApiRequest, Reply
 from simplytalk.models import OpenAIAssistant
 from simplytalk.paging import page_size
+from simplytalk.rate_limits import rate_limiter
 from simplytalk.scraping import FetchPolicy
 from simplytalk.services import assistants, knowledge
 
@@ -18,6 +19,7 @@ api = Api("openai-assistants")
            status=201, errors=(409, 429))
 def create(req: ApiRequest) -> Reply:
     data = req.parse(AssistantCreate)
+    rate_limiter().take(req.uid, "assistant-create")
     created = assistants.create_assistant(firestore_client(), req.uid, data, utcnow(),
                                           settings().max_assistants_per_user)
     return Reply(201, created.to_json())

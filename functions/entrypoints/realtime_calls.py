@@ -7,6 +7,7 @@ from simplytalk import api_models as shapes
 from simplytalk.config import settings
 from simplytalk.http import Api, ApiRequest, Reply
 from simplytalk.paging import page_size
+from simplytalk.rate_limits import rate_limiter
 from simplytalk.realtime import StartCall
 from simplytalk.services import realtime_calls as svc
 from simplytalk.services.realtime_deps import firestore_deps as deps
@@ -24,7 +25,9 @@ def limits() -> svc.CallLimits:
            body=StartCall, response=shapes.StartedCall, status=201, errors=(402, 429, 503),
            response_headers=("Location",))
 def start(req: ApiRequest) -> Reply:
-    started = svc.start_call(deps(), limits(), req.uid, req.parse(StartCall))
+    request = req.parse(StartCall)
+    rate_limiter().take(req.uid, "call-start")
+    started = svc.start_call(deps(), limits(), req.uid, request)
     return Reply(201, started.to_json(), {"Location": f"/{started.record.id}"})
 
 

@@ -10,7 +10,7 @@ from typing import Any
 
 from simplytalk import logs
 from simplytalk.config import settings
-from simplytalk.events import pubsub_json
+from simplytalk.events import pubsub_json, too_old
 from simplytalk.ids import valid_document_id
 from simplytalk.realtime import WatchPolicy
 from simplytalk.services.realtime_deps import firestore_deps
@@ -28,6 +28,8 @@ def tap_settings() -> TapSettings:
 
 
 def handle(cloud_event: Any) -> None:
+    if too_old(cloud_event, "realtime-tap", settings().max_event_age_seconds):
+        return
     message = pubsub_json(cloud_event)
     call_id, generation = message.get("callId"), message.get("generation", 0)
     if not isinstance(call_id, str) or not valid_document_id(call_id) or not isinstance(generation, int) \

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from simplytalk.config import settings
 from simplytalk.errors import Unauthenticated
+from simplytalk.ids import valid_document_id
 
 if TYPE_CHECKING:
     import firebase_admin
@@ -67,18 +68,27 @@ def _check_lifetime(claims: dict[str, Any]) -> None:
         raise Unauthenticated("invalid or expired ID token")
 
 
-def verify_id_token(token: str) -> Caller:
-    """The caller named by a Firebase ID token; Unauthenticated if it is not valid."""
+def verify_id_token(token: str, check_revoked: bool = False) -> Caller:
+    """The caller named by a Firebase ID token; Unauthenticated if it is not valid.
+
+    `check_revoked` also asks Firebase Auth whether the account is disabled or its tokens
+    were revoked since this one was issued (one Auth lookup): for admin and payment routes.
+    """
     from firebase_admin import auth
 
     try:
-        claims = auth.verify_id_token(token, app=_firebase_app(), clock_skew_seconds=CLOCK_SKEW_SECONDS)
-    except (ValueError, auth.InvalidIdTokenError, auth.ExpiredIdTokenError,
-            auth.RevokedIdTokenError, auth.CertificateFetchError, auth.UserDisabledError) as exc:
+        claims = auth.verify_id_token(token, app=_firebase_app(), check_revoked=check_revoked,
+                                      clock_skew_seconds=CLOCK_SKEW_SECONDS)
+    except auth.UserDisabledError as exc:
+        raise Unauthenticated("the account is disabled") from exc
+    except auth.RevokedIdTokenError as exc:
+        raise Unauthenticated("the ID token was revoked; sign in again") from exc
+    except (ValueError, auth.InvalidIdTokenError, auth.ExpiredIdTokenError, auth.CertificateFetchError,
+            auth.UserNotFoundError) as exc:
         raise Unauthenticated("invalid or expired ID token") from exc
     if settings().auth_emulator_host:
         _check_lifetime(claims)
     uid = claims.get("uid") or claims.get("sub")
-    if not isinstance(uid, str) or not uid:
-        raise Unauthenticated("ID token has no subject")
+    if not isinstance(uid, str) or not valid_document_id(uid):  # it names documents: users/{uid}, ...
+        raise Unauthenticated("ID token has no usable subject")
     return Caller(uid=uid, email=claims.get("email"), claims=claims)

@@ -10,9 +10,11 @@ from __future__ import annotations
 import functools
 import os
 import re
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 from simplytalk.errors import ConfigError
+from simplytalk.rate_limits import DEFAULT_LIMITS, Limit, parse_limits
 
 DEFAULT_PROJECT = "demo-simplytalk"
 DEFAULT_REGION = "us-central1"
@@ -50,6 +52,7 @@ class Settings:
     max_body_bytes: int
     max_assistants_per_user: int = 50
     scrape_allow_loopback: bool = False
+    scrape_cooldown_seconds: int = 60  # per assistant, between on-demand scrapes (0: none)
     vapi_webhook_secret: str | None = None  # legacy: vapi's inline secret, sent as x-vapi-secret
     vapi_webhook_bearer_token: str | None = None  # a vapi Bearer Token credential
     vapi_webhook_hmac_secret: str | None = None  # a vapi HMAC credential (sha256, hex, defaults)
@@ -71,6 +74,9 @@ class Settings:
     tap_lease_seconds: int = 15  # a tap that stops renewing is replaced after this long
     max_session_tampering: int = 3  # browser changes undone before the call is ended
     allowed_origins: frozenset[str] = frozenset()  # browser origins that may call the user API (CORS)
+    max_event_age_seconds: int = 86400  # retried triggers acknowledge older events (logged)
+    max_usage_event_age_seconds: int = 6 * 86400  # usage: just under the platform's 7 days of retries
+    rate_limits: Mapping[str, Limit] = field(default_factory=lambda: dict(DEFAULT_LIMITS))
 
     @property
     def is_demo(self) -> bool:
@@ -85,6 +91,10 @@ class Settings:
             or DEFAULT_PROJECT
         )
         demo = project.startswith("demo-")
+        if demo and env.get("K_SERVICE"):  # fail closed: never the local defaults in Cloud Functions / Run
+            raise ConfigError(f"running in Cloud Functions / Cloud Run (K_SERVICE={env.get('K_SERVICE')}) with the "
+                              f"local project {project!r}: set SIMPLYTALK_PROJECT to the real project; demo "
+                              "defaults, emulator hosts and local secrets are for local use only")
 
         def emulator(var: str, local_default: str) -> str | None:
             value = env.get(var) or (local_default if demo else None)
@@ -124,6 +134,7 @@ class Settings:
             max_body_bytes=positive_int("SIMPLYTALK_MAX_BODY_BYTES", 65536),
             max_assistants_per_user=positive_int("SIMPLYTALK_MAX_ASSISTANTS", 50),
             scrape_allow_loopback=allow_loopback,
+            scrape_cooldown_seconds=positive_int("SIMPLYTALK_SCRAPE_COOLDOWN_SECONDS", 60, minimum=0),
             # from Secret Manager in production (deploy.toml); a fixed value for the local stack
             vapi_webhook_secret=env.get("VAPI_WEBHOOK_SECRET") or ("local-vapi-secret" if demo else None),
             vapi_webhook_bearer_token=env.get("VAPI_WEBHOOK_BEARER_TOKEN") or ("local-vapi-bearer" if demo else None),
@@ -145,6 +156,9 @@ class Settings:
             tap_lease_seconds=tap_lease,
             max_session_tampering=positive_int("SIMPLYTALK_MAX_SESSION_TAMPERING", 3, minimum=0),
             allowed_origins=allowed_origins(env.get("SIMPLYTALK_ALLOWED_ORIGINS"), demo),
+            rate_limits=parse_limits(env.get("SIMPLYTALK_RATE_LIMITS")),
+            max_event_age_seconds=positive_int("SIMPLYTALK_MAX_EVENT_AGE_SECONDS", 86400),
+            max_usage_event_age_seconds=positive_int("SIMPLYTALK_MAX_USAGE_EVENT_AGE_SECONDS", 6 * 86400),
         )
 
     def export_emulator_hosts(self) -> None:

@@ -145,16 +145,58 @@ def _value(v: Any) -> Any:
     return getattr(pb, kind)
 
 
-def document_event_handler(name: str) -> Callable[[Callable[[DocumentChange], None]], Callable[[Any], None]]:
-    """Wrap a Firestore-event handler: the CloudEvent is decoded first; one that cannot be
-    decoded is logged and acknowledged (a retry cannot fix it). Anything the handler raises
-    goes back to the platform, which redelivers: raise to retry, return to acknowledge."""
+def event_age(cloud_event: Any, now: dt.datetime) -> dt.timedelta | None:
+    """How long ago the event happened (its CloudEvent `time`), or None when it does not say."""
+    try:
+        raw = cloud_event["time"]
+    except (KeyError, TypeError):
+        return None
+    if isinstance(raw, dt.datetime):
+        when = raw if raw.tzinfo else raw.replace(tzinfo=dt.UTC)
+    elif isinstance(raw, str):
+        try:
+            when = dt.datetime.fromisoformat(raw.replace("Z", "+00:00"))
+        except ValueError:
+            return None
+        if when.tzinfo is None:
+            return None
+    else:
+        return None
+    return now - when
+
+
+def too_old(cloud_event: Any, name: str, max_age_seconds: int) -> bool:
+    """True (and logged) for a redelivered event older than the function takes: the platform
+    retries a failing event for days; past this age it is acknowledged instead."""
+    from simplytalk import logs
+
+    age = event_age(cloud_event, dt.datetime.now(dt.UTC))
+    if age is None or age.total_seconds() <= max_age_seconds:
+        return False
+    event_id = cloud_event.get("id") if hasattr(cloud_event, "get") else None
+    logs.get_logger(name).error("%s: dropping event %s, %d s old (more than %d s): not processed", name, event_id,
+                                int(age.total_seconds()), max_age_seconds,
+                                extra={"fields": {"eventId": event_id, "ageSeconds": int(age.total_seconds())}})
+    return True
+
+
+def document_event_handler(name: str, age_setting: str = "max_event_age_seconds"
+                           ) -> Callable[[Callable[[DocumentChange], None]], Callable[[Any], None]]:
+    """Wrap a Firestore-event handler: an event older than the `age_setting` of the settings
+    (SIMPLYTALK_MAX_EVENT_AGE_SECONDS by default) is logged and acknowledged; the CloudEvent is decoded
+    first, and one that cannot be decoded is logged and acknowledged (a retry cannot fix it).
+    Anything the handler raises goes back to the platform, which redelivers: raise to retry,
+    return to acknowledge."""
     from simplytalk import logs
 
     log = logs.get_logger(name)
 
     def wrap(handler: Callable[[DocumentChange], None]) -> Callable[[Any], None]:
         def handle(cloud_event: Any) -> None:
+            from simplytalk.config import settings
+
+            if too_old(cloud_event, name, int(getattr(settings(), age_setting))):
+                return
             try:
                 change = decode_cloud_event(cloud_event)
             except BadEvent as exc:

@@ -96,6 +96,11 @@ class ApiRequest:
         assert self.caller is not None, "route is public"
         return self.caller.uid
 
+    def require_current_account(self) -> None:
+        """For admin and payment routes: the account must not be disabled and this token not
+        revoked (the plain check trusts a token until it expires, up to an hour)."""
+        verify_id_token(bearer_token(self.raw.headers.get("Authorization")), check_revoked=True)
+
     def query(self, name: str) -> str | None:
         return self.raw.args.get(name)
 

@@ -22,7 +22,9 @@ PROJECT = os.environ.get("SIMPLYTALK_TEST_PROJECT", "demo-simplytalk-test")
 # Short tap generations (every test call is handed over between runs every few seconds),
 # short leases (a dead tap is replaced quickly), and call limits a test can wait out.
 TEST_HOST_ENV = {"SIMPLYTALK_TAP_RUN_SECONDS": "8", "SIMPLYTALK_TAP_LEASE_SECONDS": "3",
-                 "SIMPLYTALK_MAX_CALL_SECONDS": "30", "SIMPLYTALK_CALL_IDLE_SECONDS": "12"}
+                 "SIMPLYTALK_MAX_CALL_SECONDS": "30", "SIMPLYTALK_CALL_IDLE_SECONDS": "12",
+                 # tests create many assistants and calls per user; card setup keeps a low limit to test
+                 "SIMPLYTALK_RATE_LIMITS": "assistant-create=1000/60,call-start=1000/60,setup-intent=12/60"}
 
 
 @pytest.fixture(scope="session")

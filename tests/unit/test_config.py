@@ -1,5 +1,9 @@
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 from simplytalk.config import Settings
 from simplytalk.errors import ConfigError
@@ -58,3 +62,17 @@ def test_only_a_realtime_model_we_allow_is_configured() -> None:
     assert Settings.from_env({"SIMPLYTALK_REALTIME_MODEL": "gpt-realtime-2"}).realtime_model == "gpt-realtime-2"
     with pytest.raises(ConfigError):
         Settings.from_env({"SIMPLYTALK_REALTIME_MODEL": "gpt-realtime"})  # OpenAI has announced its shutdown
+
+
+def test_deployed_instances_refuse_the_local_defaults_at_start_up() -> None:
+    with pytest.raises(ConfigError, match="K_SERVICE"):
+        Settings.from_env({"K_SERVICE": "token-usage"})
+    with pytest.raises(ConfigError, match="K_SERVICE"):
+        Settings.from_env({"K_SERVICE": "token-usage", "SIMPLYTALK_PROJECT": "demo-x",
+                           "FIRESTORE_EMULATOR_HOST": "127.0.0.1:8080"})
+    assert Settings.from_env({"K_SERVICE": "token-usage", "SIMPLYTALK_PROJECT": "simplytalk-prod"}).stripe_api_key \
+        is None  # no local secret either
+    functions = Path(__file__).resolve().parents[2] / "functions"
+    started = subprocess.run([sys.executable, "-c", "import main"], cwd=functions, capture_output=True, text=True,
+                             env={"PATH": "", "K_SERVICE": "token-usage", "SIMPLYTALK_PROJECT": "demo-simplytalk"})
+    assert started.returncode != 0 and "K_SERVICE" in started.stderr

@@ -97,3 +97,30 @@ def test_a_pubsub_delivery_carries_a_json_object_or_nothing(data: object, expect
     from simplytalk.events import pubsub_json
 
     assert pubsub_json(_Delivery(data)) == expected
+
+
+def _event(time: str | None) -> Any:
+    from cloudevents.http import CloudEvent
+
+    attributes = {"type": "google.cloud.pubsub.topic.v1.messagePublished", "source": "//pubsub", "id": "e-1"}
+    if time is not None:
+        attributes["time"] = time
+    return CloudEvent(attributes, {"message": {"data": base64.b64encode(b'{"period": "2026-10"}').decode()}})
+
+
+def test_a_redelivered_event_older_than_the_limit_is_dropped() -> None:
+    import datetime as dt
+
+    from simplytalk.events import document_event_handler, too_old
+
+    now = dt.datetime.now(dt.UTC)
+    old = _event((now - dt.timedelta(hours=25)).isoformat())
+    fresh = _event((now - dt.timedelta(hours=23)).isoformat())
+    seen: list[Any] = []
+    handler = document_event_handler("test-trigger")(seen.append)
+
+    handler(old)
+
+    assert too_old(old, "t", 86400) and not too_old(fresh, "t", 86400) and not too_old(_event(None), "t", 86400)
+    assert not too_old(_event("not a time"), "t", 86400)
+    assert seen == []
