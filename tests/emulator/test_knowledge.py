@@ -3,16 +3,27 @@
 from __future__ import annotations
 
 import datetime as dt
+import threading
 import time
 from typing import Any
 
 import pytest
 import requests
-from simplytalk.scraping import BlockedAddress, FetchError, FetchPolicy, fetch
-from simplytalk.services.knowledge import MAX_CONTENT_CHARS, scrape
+from simplytalk.errors import NotFound, ResourceExhausted
+from simplytalk.scraping import BlockedAddress, FetchError, FetchPolicy, FetchTimeout, Page, fetch
+from simplytalk.services.knowledge import (
+    MAX_CONTENT_CHARS,
+    ScrapeOutcome,
+    claim_scrape,
+    refresh_knowledge,
+    scrape,
+    scrape_now,
+    urls_hash,
+)
 
 from devtools.stack import Stack
 from tests.emulator.conftest import wait_for
+from tests.unit.test_scraping import drip_server
 
 LOCAL = FetchPolicy(allow_loopback=True, timeout=2.0, max_bytes=1_000_000)
 
@@ -128,3 +139,119 @@ def test_scraped_content_is_capped_across_sources(pages: Any) -> None:
 
     assert len(result["scrapedContent"]) <= MAX_CONTENT_CHARS
     assert [s["truncated"] for s in result["knowledge"]["sources"]] == [True, True]
+
+
+def test_a_page_that_drips_is_recorded_as_timed_out_by_the_trigger(stack: Stack, db: Any, ann: Any,
+                                                                   pages: Any) -> None:
+    url = stack.function_url("openai-assistants")
+    with drip_server("body") as slow:
+        target = f"http://127.0.0.1:{slow.port}/drip"
+        created = requests.post(url, json={"name": "kb", "scrapedUrls": [target, f"{pages.base}/about"]},
+                                headers=ann.headers, timeout=10).json()
+        ref = db.collection("openaiAssistants").document(created["id"])
+
+        started = time.monotonic()
+        knowledge = wait_for(lambda: ref.get().to_dict().get("knowledge"), timeout=30)
+        took = time.monotonic() - started
+        dripped = slow.dripped
+
+    # the fetch kept its 10 s deadline (the page dripped all along) and the failure is on the assistant
+    assert took < 10 + 5 and dripped >= 15
+    assert knowledge["sources"][0]["url"] == target and not knowledge["sources"][0]["ok"]
+    assert "timed out after 10 s" in knowledge["sources"][0]["error"]
+    assert knowledge["sources"][1]["ok"]
+    assert "Opening hours" in ref.get().to_dict()["scrapedContent"]
+
+
+def test_no_fetch_failure_escapes_a_scrape(db: Any, ann: Any) -> None:
+    """So the trigger acknowledges: a retry of a failed or timed-out fetch would only fail again."""
+    def fetcher(url: str, policy: FetchPolicy) -> Page:
+        if url.endswith("/timeout"):
+            raise FetchTimeout(f"fetching {url} timed out after {policy.timeout:g} s")
+        raise RuntimeError("a bug")
+
+    now = dt.datetime.now(dt.UTC)
+    ref = db.collection("openaiAssistants").document("kb1")
+    urls = ["https://a.example/timeout", "https://b.example/"]
+    ref.set({"userId": ann.uid, "name": "kb", "scrapedUrls": urls,
+             "knowledge": {"urlsHash": urls_hash(urls)}})  # so the trigger leaves it to this test
+    snap = ref.get()
+
+    outcome = refresh_knowledge(db, "kb1", snap.to_dict(), snap.update_time, LOCAL, now, force=True,
+                                fetcher=fetcher)
+
+    assert outcome is ScrapeOutcome.SCRAPED
+    sources = ref.get().to_dict()["knowledge"]["sources"]
+    assert [(s["ok"], s["error"]) for s in sources] == [
+        (False, "fetching https://a.example/timeout timed out after 2 s"),
+        (False, "fetch failed (internal error)")]
+
+
+def test_a_scrape_keeps_one_budget_for_all_its_urls() -> None:
+    seen: list[float] = []
+
+    def fetcher(url: str, policy: FetchPolicy) -> Page:
+        seen.append(policy.timeout)
+        time.sleep(policy.timeout)
+        raise FetchTimeout("timed out")
+
+    started = time.monotonic()
+    result = scrape([f"https://example.com/{i}" for i in range(5)], FetchPolicy(timeout=1.0),
+                    dt.datetime.now(dt.UTC), fetcher, deadline=time.monotonic() + 1.8)
+
+    assert time.monotonic() - started < 1.8 + 0.2
+    assert len(seen) == 2 and seen[0] == 1.0 and 0.6 < seen[1] < 0.85  # the second gets what is left
+    assert [s["error"] for s in result["knowledge"]["sources"]][2:] == [
+        "not fetched: the scrape ran out of time"] * 3
+
+
+def test_scrape_on_demand_has_a_cooldown_per_assistant(stack: Stack, ann: Any, new_user: Any,
+                                                       pages: Any) -> None:
+    url = stack.function_url("openai-assistants")
+    first, second = (requests.post(url, json={"name": f"kb{i}", "scrapedUrls": [f"{pages.base}/plain?cool{i}"]},
+                                   headers=ann.headers, timeout=10).json() for i in range(2))
+    mallory = new_user()
+
+    assert requests.post(f"{url}/{first['id']}/scrape", headers=mallory.headers,
+                         timeout=30).status_code == 404  # a stranger neither scrapes nor starts the cooldown
+    assert requests.post(f"{url}/{first['id']}/scrape", headers=ann.headers, timeout=30).status_code == 200
+    again = requests.post(f"{url}/{first['id']}/scrape", headers=ann.headers, timeout=30)
+    other = requests.post(f"{url}/{second['id']}/scrape", headers=ann.headers, timeout=30)
+
+    assert again.status_code == 429, again.text
+    assert again.json()["error"]["status"] == "RESOURCE_EXHAUSTED"
+    assert 1 <= int(again.headers["Retry-After"]) <= 60
+    assert other.status_code == 200, other.text  # per assistant
+
+
+def test_the_cooldown_ends_and_holds_under_concurrency(db: Any, ann: Any, pages: Any) -> None:
+    ref = db.collection("openaiAssistants").document("kb2")
+    urls = [f"{pages.base}/plain"]
+    ref.set({"userId": ann.uid, "name": "kb", "scrapedUrls": urls, "knowledge": {"urlsHash": urls_hash(urls)}})
+    now = dt.datetime.now(dt.UTC)
+
+    scrape_now(db, ann.uid, "kb2", LOCAL, now, cooldown_seconds=60)
+    with pytest.raises(ResourceExhausted) as held:
+        scrape_now(db, ann.uid, "kb2", LOCAL, now + dt.timedelta(seconds=45), cooldown_seconds=60)
+    scrape_now(db, ann.uid, "kb2", LOCAL, now + dt.timedelta(seconds=60), cooldown_seconds=60)
+    with pytest.raises(NotFound):
+        scrape_now(db, "someone-else", "kb2", LOCAL, now + dt.timedelta(seconds=999), cooldown_seconds=60)
+
+    assert held.value.retry_after == 15
+    later = now + dt.timedelta(seconds=600)
+    outcomes: list[str] = []
+
+    def claim() -> None:
+        try:
+            claim_scrape(db, ann.uid, "kb2", later, 60)
+            outcomes.append("claimed")
+        except ResourceExhausted:
+            outcomes.append("refused")
+
+    racers = [threading.Thread(target=claim) for _ in range(3)]
+    for racer in racers:
+        racer.start()
+    for racer in racers:
+        racer.join()
+
+    assert sorted(outcomes) == ["claimed", "refused", "refused"]

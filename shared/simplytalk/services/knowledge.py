@@ -6,25 +6,44 @@ which URL list the content came from, so a repeated or late event, or the
 trigger's own write, does nothing. Writes carry a precondition on the update
 time that was read: content scraped for an older URL list never overwrites a
 newer edit (the newer edit's event scrapes again).
+
+Time: each fetch keeps `FetchPolicy.timeout` whatever the page's server does,
+and a whole scrape keeps one budget (`deadline`, time.monotonic()) under its
+function's timeout: URLs it does not reach are recorded as not fetched. A
+failed fetch, timed out or not, is recorded in its source's report
+(`knowledge.sources[].error`) and never raised, so the trigger acknowledges it.
+
+On demand, an assistant may be scraped once per `scrape_cooldown_seconds`
+(`scrapeCooldowns/{assistantId}`, server-only, taken in a transaction so it
+holds across instances); sooner is RESOURCE_EXHAUSTED with a Retry-After.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import hashlib
 import json
+import math
+import time
 from collections.abc import Callable
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
 from simplytalk import collections as col
+from simplytalk import logs
 from simplytalk.scraping import FetchError, FetchPolicy, Page, fetch
 
 if TYPE_CHECKING:
     from google.cloud.firestore import Client
 
 MAX_CONTENT_CHARS = 100_000
+TRIGGER_BUDGET_SECONDS = 90.0  # a whole scrape from the trigger (scrape-knowledge times out at 120 s)
+ON_DEMAND_BUDGET_SECONDS = 40.0  # a whole POST .../scrape, retries included (openai-assistants: 60 s)
+SCRAPE_COOLDOWNS = "scrapeCooldowns"  # scrapeCooldowns/{assistantId}: the last on-demand scrape; server-only
 Fetcher = Callable[[str, FetchPolicy], Page]
+
+log = logs.get_logger("knowledge")
 
 
 class ScrapeOutcome(StrEnum):
@@ -39,16 +58,32 @@ def urls_hash(urls: list[str]) -> str:
 
 
 def scrape(urls: list[str], policy: FetchPolicy, now: dt.datetime,
-           fetcher: Fetcher = fetch) -> dict[str, Any]:
-    """Fetch every URL; the fields to store (content capped, a report per source)."""
+           fetcher: Fetcher = fetch, deadline: float | None = None) -> dict[str, Any]:
+    """Fetch every URL; the fields to store (content capped, a report per source).
+
+    Every failure is in its source's report, never raised. By `deadline` (time.monotonic())
+    every fetch has ended; URLs left by then are reported as not fetched.
+    """
     sections: list[str] = []
     sources: list[dict[str, Any]] = []
     budget = MAX_CONTENT_CHARS
     for url in urls:
+        each = policy
+        if deadline is not None:
+            left = deadline - time.monotonic()
+            if left < 0.5:
+                sources.append({"url": url, "ok": False, "chars": 0,
+                                "error": "not fetched: the scrape ran out of time"})
+                continue
+            each = dataclasses.replace(policy, timeout=min(policy.timeout, left))
         try:
-            page = fetcher(url, policy)
+            page = fetcher(url, each)
         except FetchError as exc:
             sources.append({"url": url, "ok": False, "error": str(exc)[:300], "chars": 0})
+            continue
+        except Exception:  # a bug or a surprise from the peer: report it, do not fail the scrape
+            log.exception("fetching %s failed unexpectedly", url)
+            sources.append({"url": url, "ok": False, "error": "fetch failed (internal error)", "chars": 0})
             continue
         if page.status >= 400:
             sources.append({"url": url, "ok": False, "error": f"HTTP {page.status}", "chars": 0})
@@ -74,13 +109,15 @@ def needs_scrape(fields: dict[str, Any]) -> bool:
 
 def refresh_knowledge(db: Client, assistant_id: str, fields: dict[str, Any], update_time: dt.datetime,
                       policy: FetchPolicy, now: dt.datetime, force: bool = False,
-                      fetcher: Fetcher = fetch) -> ScrapeOutcome:
-    """Scrape for the assistant as it was at `update_time`; write only if it has not changed since."""
+                      fetcher: Fetcher = fetch, deadline: float | None = None) -> ScrapeOutcome:
+    """Scrape for the assistant as it was at `update_time`; write only if it has not changed since.
+
+    Fetch failures are recorded, not raised; only a failed write raises."""
     from google.api_core import exceptions as gexc
 
     if not force and not needs_scrape(fields):
         return ScrapeOutcome.UP_TO_DATE
-    result = scrape(list(fields.get("scrapedUrls") or []), policy, now, fetcher)
+    result = scrape(list(fields.get("scrapedUrls") or []), policy, now, fetcher, deadline)
     ref = db.collection(col.OPENAI_ASSISTANTS).document(assistant_id)
     try:
         ref.update(result, option=db.write_option(last_update_time=update_time))
@@ -91,26 +128,59 @@ def refresh_knowledge(db: Client, assistant_id: str, fields: dict[str, Any], upd
     return ScrapeOutcome.SCRAPED
 
 
+def claim_scrape(db: Client, uid: str, assistant_id: str, now: dt.datetime, cooldown_seconds: int) -> None:
+    """Start the assistant's on-demand cooldown, or ResourceExhausted (with Retry-After) while
+    the last one runs. One transaction on `scrapeCooldowns/{assistantId}`: of two requests at
+    the same moment, on any instances, one scrapes."""
+    from google.cloud import firestore
+
+    from simplytalk.errors import ResourceExhausted
+
+    ref = db.collection(SCRAPE_COOLDOWNS).document(assistant_id)
+    cooldown = dt.timedelta(seconds=cooldown_seconds)
+
+    @firestore.transactional
+    def run(tx: Any) -> None:
+        snap = ref.get(transaction=tx)
+        last = (snap.to_dict() or {}).get("requestedAt") if snap.exists else None
+        if isinstance(last, dt.datetime) and now < last + cooldown:
+            wait = max(1, min(cooldown_seconds, math.ceil((last + cooldown - now).total_seconds())))
+            raise ResourceExhausted(f"this assistant's pages were fetched moments ago; try again in {wait} s",
+                                    retry_after=wait)
+        tx.set(ref, {"userId": uid, "requestedAt": now})
+
+    run(db.transaction())
+
+
 def scrape_now(db: Client, uid: str, assistant_id: str, policy: FetchPolicy, now: dt.datetime,
-               fetcher: Fetcher = fetch, attempts: int = 3) -> None:
+               fetcher: Fetcher = fetch, attempts: int = 3, cooldown_seconds: int | None = None,
+               budget_seconds: float = ON_DEMAND_BUDGET_SECONDS) -> None:
     """On demand: fetch the caller's assistant's URLs again, whatever was fetched before.
 
-    When the assistant changes during the fetch (the trigger wrote the same
-    URLs' content first, or the user edited it), read it again: content for its
-    current URLs is done; otherwise fetch again.
+    At most once per `cooldown_seconds` per assistant (the setting when None; 0: no
+    cooldown), and within `budget_seconds` in all. When the assistant changes during the
+    fetch (the trigger wrote the same URLs' content first, or the user edited it), read it
+    again: content for its current URLs is done; otherwise fetch again.
     """
+    from simplytalk.config import settings
     from simplytalk.errors import Aborted, NotFound
 
+    deadline = time.monotonic() + budget_seconds
     ref = db.collection(col.OPENAI_ASSISTANTS).document(assistant_id)
+    cooldown = settings().scrape_cooldown_seconds if cooldown_seconds is None else cooldown_seconds
     for attempt in range(attempts):
         snap = ref.get()
         fields = snap.to_dict() if snap.exists else None
         if not fields or fields.get("userId") != uid:
             raise NotFound("assistant not found")
+        if attempt == 0 and cooldown > 0:
+            claim_scrape(db, uid, assistant_id, now, cooldown)
         if attempt > 0 and not needs_scrape(fields):
             return
+        if attempt > 0 and deadline - time.monotonic() < 1:
+            break  # no time left to fetch again (a scrape with nothing fetched would wipe the content)
         outcome = refresh_knowledge(db, assistant_id, fields, snap.update_time, policy, now,
-                                    force=True, fetcher=fetcher)
+                                    force=True, fetcher=fetcher, deadline=deadline)
         if outcome is ScrapeOutcome.GONE:
             raise NotFound("assistant not found")
         if outcome is ScrapeOutcome.SCRAPED:
