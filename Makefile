@@ -8,7 +8,14 @@ NODE_STAMP := node_modules/.installed
 
 .PHONY: setup run test unit lint bench deploy clean check-tools rebuild-usage migrate
 
-setup: check-tools $(PY_STAMP) $(NODE_STAMP)
+setup: check-tools $(PY_STAMP) $(NODE_STAMP) browser-tools
+
+# Debian's Chromium for the browser tests (tests/browser), installed with apt-get only when missing
+.PHONY: browser-tools
+browser-tools:
+	@command -v chromium >/dev/null || { echo "installing Debian's chromium for the browser tests"; \
+		$(if $(filter 0,$(shell id -u)),,sudo) apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+		$(if $(filter 0,$(shell id -u)),,sudo) apt-get install -y -qq --no-install-recommends chromium >/dev/null; }
 
 check-tools:
 	@command -v java >/dev/null || { echo "java (17+) is required for the Firestore and Pub/Sub emulators"; exit 1; }
