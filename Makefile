@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 PY_STAMP := $(VENV)/.installed
 NODE_STAMP := node_modules/.installed
 
-.PHONY: setup run test unit lint bench deploy clean check-tools rebuild-usage migrate
+.PHONY: setup run test unit lint fuzz bench deploy clean check-tools rebuild-usage migrate
 
 setup: check-tools $(PY_STAMP) $(NODE_STAMP) browser-tools
 
@@ -41,6 +41,11 @@ test: setup lint
 
 unit: setup
 	$(BIN)/pytest tests/unit
+
+# make fuzz [FUZZ_EXAMPLES=300]: the schemathesis run of `make test`, with many more cases, new each run
+FUZZ_EXAMPLES ?= 300
+fuzz: setup
+	SIMPLYTALK_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) SIMPLYTALK_FUZZ_RANDOM=1 $(BIN)/pytest -s tests/emulator/test_fuzz.py
 
 lint: setup
 	$(BIN)/ruff check .
