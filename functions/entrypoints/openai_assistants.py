@@ -59,6 +59,7 @@ def delete(req: ApiRequest) -> Reply:
 def scrape(req: ApiRequest) -> Reply:
     """Fetch the assistant's scrapedUrls now (again), whatever was fetched before."""
     db = firestore_client()
+    rate_limiter().take(req.uid, "scrape")  # per user; the per-assistant cooldown is the service's
     knowledge.scrape_now(db, req.uid, req.params["assistant_id"], scrape_policy(), utcnow())
     return Reply(200, assistants.get_assistant(db, req.uid, req.params["assistant_id"]).to_json())
 
