@@ -281,7 +281,7 @@ class Stack:
             url = (f"http://{self.firestore_host}/emulator/v1/projects/{self.project}"
                    f"/eventarcTrigger?eventarcTriggerId={fn.name}")
             req = urllib.request.Request(url, body, {"Content-Type": "application/json"}, method="POST")
-            with urllib.request.urlopen(req, timeout=5) as resp:
+            with urllib.request.urlopen(req, timeout=60) as resp:
                 resp.read()
 
     def wire_pubsub(self) -> None:

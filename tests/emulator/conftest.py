@@ -24,7 +24,7 @@ PROJECT = os.environ.get("SIMPLYTALK_TEST_PROJECT", "demo-simplytalk-test")
 TEST_HOST_ENV = {"SIMPLYTALK_TAP_RUN_SECONDS": "8", "SIMPLYTALK_TAP_LEASE_SECONDS": "3",
                  "SIMPLYTALK_MAX_CALL_SECONDS": "30", "SIMPLYTALK_CALL_IDLE_SECONDS": "12",
                  # tests create many assistants and calls per user; card setup keeps a low limit to test
-                 "SIMPLYTALK_RATE_LIMITS": "assistant-create=1000/60,call-start=1000/60,setup-intent=12/60"}
+                 "SIMPLYTALK_RATE_LIMITS": "assistant-create=1000/60,call-start=1000/60,setup-intent=12/3600"}
 
 
 @pytest.fixture(scope="session")

@@ -41,14 +41,17 @@ def test_card_setup_over_its_limit_is_429_with_retry_after(stack: Stack, db: Any
     user = new_user()
     db.collection("users").document(user.uid).set({"email": user.email})
     url = stack.function_url("billing") + "/setup-intent"
+    now = dt.datetime.now(dt.UTC)
+    if now.minute == 59 and now.second > 30:  # the burst must fall in one (hourly) window
+        time.sleep(61 - now.second)
     statuses = [requests.post(url, headers=user.headers, timeout=10).status_code for _ in range(12)]
 
     refused = requests.post(url, headers=user.headers, timeout=10)
 
-    assert statuses == [201] * 12  # the test stack allows 12 a minute
+    assert statuses == [201] * 12  # the test stack allows 12 an hour
     assert refused.status_code == 429, refused.text
     assert refused.json()["error"]["status"] == "RESOURCE_EXHAUSTED"
-    assert 1 <= int(refused.headers["Retry-After"]) <= 60
+    assert 1 <= int(refused.headers["Retry-After"]) <= 3600
 
 
 def _update_account(stack: Stack, uid: str, **fields: Any) -> None:
