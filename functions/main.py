@@ -18,6 +18,16 @@ if os.environ.get("K_SERVICE"):  # deployed: refuse to start on local defaults (
     settings()
 
 
+@functions_framework.errorhandler(404)
+def not_routed(_error: Any) -> Any:
+    """A path the framework routes to no function (one with a line break in it, /favicon.ico,
+    /robots.txt) gets the contract's 404, not Flask's HTML page."""
+    from simplytalk.errors import NotFound
+    from simplytalk.http import error_response
+
+    return error_response(NotFound("no such resource"))
+
+
 @functions_framework.http
 def token_usage(request: Any) -> Any:
     from entrypoints.token_usage import api

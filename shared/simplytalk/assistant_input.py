@@ -19,7 +19,7 @@ import unicodedata
 from typing import Annotated, Any, Literal, get_args
 from urllib.parse import urlsplit
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, WithJsonSchema, model_validator
 from pydantic.alias_generators import to_camel
 
 # The Realtime API's voices and transcription models (checked against the
@@ -68,10 +68,33 @@ def _unique(values: list[str]) -> list[str]:
     return list(dict.fromkeys(values))
 
 
+# The JSON schemas of the text types, for the OpenAPI document only (the validators are the rule):
+# the same limits, a little stricter where a regex cannot say it, so what a client or a fuzzer
+# builds from the document passes.
+_NO_CC = r"\x00-\x1f\x7f-\x9f"  # Unicode's control characters (category Cc)
+_LINE_CHAR = f"[^{_NO_CC}]"
+_TEXT_CHAR = r"[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]"  # newline, carriage return and tab allowed
+_LABEL = "[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+
+
+def _line_schema(max_length: int, non_blank: bool = False) -> WithJsonSchema:
+    pattern = f"^{_LINE_CHAR}*[^\\s{_NO_CC}]{_LINE_CHAR}*$" if non_blank else f"^{_LINE_CHAR}*$"
+    return WithJsonSchema({"type": "string", "maxLength": max_length, "pattern": pattern}
+                          | ({"minLength": 1} if non_blank else {}))
+
+
+def _text_schema(max_length: int) -> WithJsonSchema:
+    return WithJsonSchema({"type": "string", "maxLength": max_length, "pattern": f"^{_TEXT_CHAR}*$"})
+
+
+_URL_SCHEMA = WithJsonSchema({
+    "type": "string", "maxLength": 2048, "description": "an absolute http(s) URL, no credentials",
+    "pattern": f"^https?://{_LABEL}(\\.{_LABEL})*(:[1-9][0-9]{{0,3}})?(/[^\\s{_NO_CC}]*)?$"})
+
 Name = Annotated[str, AfterValidator(_one_line), Field(max_length=200),
-                 AfterValidator(lambda v: _length(v, 1, 100))]
+                 AfterValidator(lambda v: _length(v, 1, 100)), _line_schema(100, non_blank=True)]
 ShortLine = Annotated[str, Field(max_length=255), AfterValidator(_one_line)]
-Url = Annotated[str, Field(max_length=2048), AfterValidator(_http_url)]
+Url = Annotated[str, Field(max_length=2048), AfterValidator(_http_url), _URL_SCHEMA]
 
 
 def _length(value: str, low: int, high: int) -> str:
@@ -95,18 +118,18 @@ class VoiceDetails(_Input):
 class TranscriberDetails(_Input):
     model: TranscriptionModel = "gpt-4o-mini-transcribe"
     language: str | None = Field(default=None, pattern=r"^[a-z]{2}(-[A-Z]{2})?$")
-    prompt: Annotated[str, Field(max_length=1000), AfterValidator(_multiline)] | None = None
+    prompt: Annotated[str, Field(max_length=1000), AfterValidator(_multiline), _text_schema(1000)] | None = None
 
 
 class Message(_Input):
     role: Literal["system", "user", "assistant"]
-    content: Annotated[str, Field(max_length=4000), AfterValidator(_multiline)]
+    content: Annotated[str, Field(max_length=4000), AfterValidator(_multiline), _text_schema(4000)]
 
 
 class TrainingFile(_Input):
-    name: Annotated[ShortLine, AfterValidator(lambda v: _length(v, 1, 255))]
+    name: Annotated[ShortLine, AfterValidator(lambda v: _length(v, 1, 255)), _line_schema(255, non_blank=True)]
     url: Url | None = None
-    content_type: Annotated[ShortLine, Field(max_length=100)] | None = None
+    content_type: Annotated[ShortLine, Field(max_length=100), _line_schema(100)] | None = None
     size_bytes: int | None = Field(default=None, ge=0, le=50 * 1024 * 1024)
 
 
@@ -114,8 +137,8 @@ class AssistantFields(_Input):
     """Every field a client may set; for a create, `name` is required."""
 
     name: Name
-    system_prompt: Annotated[str, Field(max_length=20_000), AfterValidator(_multiline)] = ""
-    first_message: Annotated[str, Field(max_length=2_000), AfterValidator(_multiline)] = ""
+    system_prompt: Annotated[str, Field(max_length=20_000), AfterValidator(_multiline), _text_schema(20_000)] = ""
+    first_message: Annotated[str, Field(max_length=2_000), AfterValidator(_multiline), _text_schema(2_000)] = ""
     voice_details: VoiceDetails = Field(default_factory=VoiceDetails)
     transcriber_details: TranscriberDetails = Field(default_factory=TranscriberDetails)
     messages: list[Message] = Field(default_factory=list, max_length=50)
