@@ -46,10 +46,10 @@ def _events(uid: str, n: int, count: int = EVENTS_PER_USER) -> list[tuple[str, d
     return out
 
 
-def _merge(into: dict[str, Any], delta: dict[str, Any]) -> None:
+def merge(into: dict[str, Any], delta: dict[str, Any]) -> None:
     for key, value in delta.items():
         if isinstance(value, dict):
-            _merge(into.setdefault(key, {}), value)
+            merge(into.setdefault(key, {}), value)
         elif isinstance(value, int) and not isinstance(value, bool):
             into[key] = into.get(key, 0) + value
         else:
@@ -75,7 +75,7 @@ def seed(db: Any, with_counters: bool, prefix: str, users: int = USERS, events: 
         shard: dict[str, Any] = {}
         for event_id, fields in _events(uid, n, events):
             add(db.collection("usageEvents").document(event_id), fields)
-            _merge(shard, shard_delta(UsageEvent.model_validate(fields)))
+            merge(shard, shard_delta(UsageEvent.model_validate(fields)))
         if with_counters:
             add(db.collection("tokenUsage").document(uid).collection("usageShards").document("0"), shard)
     if writes:

@@ -16,6 +16,7 @@ from simplytalk.services.aggregation import shard_delta
 from simplytalk.services.invoicing import run_period
 from simplytalk.services.payments import ensure_customer, push_invoice
 
+from devtools.bench.invoicing import merge
 from devtools.bench.quiet import quiet_stack
 from devtools.stack import Stack
 
@@ -79,7 +80,7 @@ def _seed(db: Any, prefix: str, assistants: int, month: int, at: dt.datetime) ->
             fields = {"userId": uid, "assistantId": f"a-{k:03d}", "provider": "openai", "occurredAt": at,
                       "usage": {"totalTokens": 1830 + k, "inputTokens": 1830 + k, "outputTokens": 0}}
             for key, value in shard_delta(UsageEvent.model_validate(fields)).items():
-                _merge(shard.setdefault(key, {}), value)
+                merge(shard.setdefault(key, {}), value)
         batch.set(db.collection("tokenUsage").document(uid).collection("usageShards").document(str(month)), shard)
         writes += 2
         if writes >= 400:
@@ -87,16 +88,6 @@ def _seed(db: Any, prefix: str, assistants: int, month: int, at: dt.datetime) ->
             batch, writes = db.batch(), 0
     batch.commit()
     return uids
-
-
-def _merge(into: dict[str, Any], delta: dict[str, Any]) -> None:
-    for key, value in delta.items():
-        if isinstance(value, dict):
-            _merge(into.setdefault(key, {}), value)
-        elif isinstance(value, int) and not isinstance(value, bool):
-            into[key] = into.get(key, 0) + value
-        else:
-            into[key] = value
 
 
 def _settler(db: Any, client: Any, push: Any, now: dt.datetime) -> Any:

@@ -16,6 +16,7 @@ from simplytalk.billing import DEFAULT_RATE_CARD
 from simplytalk.services.aggregation import read_aggregate
 from simplytalk.services.invoicing import run_period, stripe_settler
 
+from devtools.bench.stripe_calls import CountingStripe
 from devtools.stack import Stack
 from tests.emulator.conftest import wait_for
 
@@ -480,29 +481,6 @@ def test_usage_whose_owner_has_no_users_document_is_invoiced_and_reported(stack:
     assert ghost.uid in run["usersWithoutProfile"]
 
 
-class CountingClient:
-    """The real client, counting the Stripe calls made through it."""
-
-    def __init__(self, sc: stripe.StripeClient) -> None:
-        self.calls: list[str] = []
-        self.v1 = self._wrap(sc.v1, "v1")
-
-    def _wrap(self, target: Any, path: str) -> Any:
-        outer = self
-
-        class Proxy:
-            def __getattr__(self, name: str) -> Any:
-                value = getattr(target, name)
-                if callable(value):
-                    def call(*args: Any, **kwargs: Any) -> Any:
-                        outer.calls.append(f"{path}.{name}")
-                        return value(*args, **kwargs)
-                    return call
-                return outer._wrap(value, f"{path}.{name}")
-
-        return Proxy()
-
-
 def test_a_month_after_the_first_costs_three_stripe_calls(stack: Stack, db: Any, ann: Any,
                                                           sc: stripe.StripeClient) -> None:
     _usage(db, ann.uid, f"m1-{ann.uid}", 1830)
@@ -511,11 +489,12 @@ def test_a_month_after_the_first_costs_three_stripe_calls(stack: Stack, db: Any,
     for k in range(3):
         _usage(db, ann.uid, f"m2-{ann.uid}-{k}", 1830, at=NOV, assistant=f"a-{k}")
     wait_for(lambda: read_aggregate(db, ann.uid).totals.total_tokens == 4 * 1830)
-    counting = CountingClient(sc)
+    counting = CountingStripe(sc)
 
     run_period(db, "2026-11", [DEFAULT_RATE_CARD], lambda: DEC, settle=stripe_settler(db, counting, lambda: DEC))
 
-    assert counting.calls == ["v1.invoices.create", "v1.invoices.add_lines", "v1.invoices.finalize_invoice"]
+    assert list(counting.calls.elements()) == ["v1.invoices.create", "v1.invoices.add_lines",
+                                                "v1.invoices.finalize_invoice"]
     assert _stripe_invoices(db, sc, ann.uid)[0].total == _invoice(db, ann.uid, "2026-11")["total"] == 4118  # 3 x 1372.5
 
 
