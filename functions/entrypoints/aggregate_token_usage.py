@@ -7,8 +7,6 @@ fail the same way, forever. Anything else raised (Firestore unavailable, a timeo
 
 from __future__ import annotations
 
-import math
-
 from pydantic import ValidationError
 from simplytalk import logs
 from simplytalk.clock import utcnow
@@ -16,30 +14,9 @@ from simplytalk.config import settings
 from simplytalk.events import DocumentChange, document_event_handler
 from simplytalk.firestore import firestore_client
 from simplytalk.models import UsageEvent
-from simplytalk.services.aggregation import apply_event, figures_of, rollup
+from simplytalk.services.aggregation import apply_event, rollup, uncountable
 
 log = logs.get_logger("aggregate-token-usage")
-
-# No call of either provider is this long (vapi stops at 12 h, OpenAI Realtime at 60 min)...
-MAX_CALL_SECONDS = 7 * 24 * 3600
-# ...and no single event adds this much to a counter (Firestore integers stop at 2**63 - 1).
-MAX_FIGURE = 10**15
-
-
-def uncountable(event: UsageEvent) -> str | None:
-    """Why this (valid) event can never be counted, or None."""
-    seconds = event.call_seconds
-    if seconds is not None:
-        limit = settings().vapi_max_call_seconds if event.provider == "vapi" else MAX_CALL_SECONDS
-        if not math.isfinite(seconds) or seconds > limit:
-            return f"callSeconds {seconds!r} is over {limit}"
-    try:
-        figures = figures_of(event)
-    except (ValueError, ArithmeticError) as exc:
-        return f"figures cannot be computed: {exc}"
-    if any(not 0 <= value <= MAX_FIGURE for value in figures.astuple()):
-        return f"a figure is outside 0..{MAX_FIGURE}"
-    return None
 
 
 def _drop(event_id: str, why: str) -> None:
@@ -57,7 +34,7 @@ def handle(change: DocumentChange) -> None:
     except ValidationError as exc:  # retrying cannot fix it: acknowledge, loudly
         _drop(change.document_id, str(exc))
         return
-    why = uncountable(event)
+    why = uncountable(event, settings().vapi_max_call_seconds)
     if why:
         _drop(change.document_id, why)
         return

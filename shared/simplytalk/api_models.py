@@ -112,15 +112,12 @@ class AssistantUsage(_Shape):
     minutes: str = Field(description="decimal string")
 
 
-class HistoryEntry(_Shape):
+class HistoryEntry(Counts):
     event_id: str
     assistant_id: str | None
     provider: str | None
     model: str | None
     occurred_at: str | None = Field(description="RFC 3339")
-    total_tokens: int
-    input_tokens: int
-    output_tokens: int
     call_seconds: float | None
 
 

@@ -49,6 +49,19 @@ def is_missing(exc: Exception) -> bool:
     return isinstance(exc, stripe.InvalidRequestError) and (exc.code == "resource_missing" or exc.http_status == 404)
 
 
+def is_refusal(exc: Exception) -> bool:
+    """Stripe refused the request itself: trying again cannot help."""
+    import stripe
+
+    return isinstance(exc, stripe.InvalidRequestError) and not is_transient(exc)
+
+
+def is_stripe_error(exc: Exception) -> bool:
+    import stripe
+
+    return isinstance(exc, stripe.StripeError)
+
+
 @contextlib.contextmanager
 def stripe_errors() -> Iterator[None]:
     """Every Stripe error class, on a user's request, in the contract's shape (never a bare 500)."""

@@ -654,6 +654,8 @@ def test_a_late_event_about_an_older_card_never_replaces_the_newer_one(stack: St
     customer = profile(db, ann.uid)["stripeCustomerId"]
     wait_for(lambda: default_payment_method(sc, customer) == newer.payment_method)
 
+    # a day later: the old intent's idempotency key is forgotten, so only the ordering can stop it
+    requests.delete(f"{stack.stripe_url}/_fake/idempotency", timeout=5)
     late = _post_event(stack, _event("setup_intent.succeeded", {"id": old_intent}, "evt_late_old_card"))
 
     assert late.status_code == 200 and late.json()["outcome"] == "processed"

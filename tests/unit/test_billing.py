@@ -110,3 +110,20 @@ def test_bad_cards_are_refused() -> None:
         RateCard("x", dt.date(2026, 1, 1), 0, Decimal(1))
     with pytest.raises(ValueError):
         RateCard("x", dt.date(2026, 1, 1), 60, Decimal("-1"))
+
+
+def test_events_no_counter_can_hold_are_told_apart_from_real_ones() -> None:
+    import datetime as dt
+
+    from simplytalk.models import UsageEvent
+    from simplytalk.services.aggregation import uncountable
+
+    def event(**fields: object) -> UsageEvent:
+        return UsageEvent.model_validate({"userId": "u", "assistantId": "a", "occurredAt": dt.datetime.now(dt.UTC),
+                                         **fields})
+
+    assert uncountable(event(provider="vapi", callSeconds=43200), 43200) is None
+    assert "over 43200" in (uncountable(event(provider="vapi", callSeconds=43200.5), 43200) or "")
+    assert "over" in (uncountable(event(provider="openai", callSeconds=float("inf")), 43200) or "")
+    assert "outside" in (uncountable(event(provider="openai", usage={"totalTokens": 10**16}), 43200) or "")
+    assert uncountable(event(provider="openai", usage={"totalTokens": 300}), 43200) is None

@@ -6,7 +6,7 @@ import pytest
 import stripe
 from simplytalk.errors import Aborted, ApiError, FailedPrecondition, PaymentRequired, Unavailable
 from simplytalk.http import status_of
-from simplytalk.stripe_gateway import is_missing, is_transient, stripe_errors
+from simplytalk.stripe_gateway import is_missing, is_refusal, is_transient, stripe_errors
 
 CASES = [
     (stripe.CardError("Your card was declined.", "card", "card_declined", http_status=402), PaymentRequired, 402),
@@ -42,3 +42,5 @@ def test_only_passing_troubles_are_retried_and_a_missing_object_is_told_apart() 
                                                        http_status=404))
     assert is_missing(stripe.InvalidRequestError("No such invoice", "id", code="resource_missing", http_status=404))
     assert not is_missing(stripe.CardError("declined", "card", "card_declined", http_status=402))
+    assert is_refusal(stripe.InvalidRequestError("Received unknown parameter: x", "x", http_status=400))
+    assert not is_refusal(stripe.AuthenticationError("Invalid API Key provided", http_status=401))

@@ -27,6 +27,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import hashlib
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -59,6 +60,29 @@ def figures_of(event: UsageEvent) -> UsageFigures:
         openai_call_millis=millis if event.provider == "openai" else 0,
         vapi_call_millis=millis if event.provider == "vapi" else 0,
     )
+
+
+# No call of either provider is this long (vapi stops at 12 h, OpenAI Realtime at 60 min)...
+MAX_CALL_SECONDS = 7 * 24 * 3600
+# ...and no single event adds this much to a counter (Firestore integers stop at 2**63 - 1).
+MAX_FIGURE = 10**15
+
+
+def uncountable(event: UsageEvent, vapi_max_call_seconds: int) -> str | None:
+    """Why this (valid) event can never be counted, or None: the trigger acknowledges such an
+    event instead of retrying it forever."""
+    seconds = event.call_seconds
+    if seconds is not None:
+        limit = vapi_max_call_seconds if event.provider == "vapi" else MAX_CALL_SECONDS
+        if not math.isfinite(seconds) or seconds > limit:
+            return f"callSeconds {seconds!r} is over {limit}"
+    try:
+        figures = figures_of(event)
+    except (ValueError, ArithmeticError) as exc:
+        return f"figures cannot be computed: {exc}"
+    if any(not 0 <= value <= MAX_FIGURE for value in figures.astuple()):
+        return f"a figure is outside 0..{MAX_FIGURE}"
+    return None
 
 
 def _as_fields(figures: UsageFigures) -> dict[str, int]:

@@ -18,7 +18,7 @@ from simplytalk import logs
 from simplytalk.errors import Conflict, FailedPrecondition, NotFound, PaymentRequired, Unavailable
 from simplytalk.ids import valid_document_id
 from simplytalk.invoicing import StripeLine, below_minimum, stripe_lines
-from simplytalk.stripe_gateway import is_missing, is_transient
+from simplytalk.stripe_gateway import is_missing, is_refusal, is_stripe_error
 
 if TYPE_CHECKING:
     import stripe
@@ -486,26 +486,13 @@ def process_event(db: Client, client: stripe.StripeClient, event: Any, now: dt.d
     except Exception as exc:
         if is_missing(exc):
             result, outcome = None, "unknown-object"
-        elif _is_refusal(exc):
+        elif is_refusal(exc):
             log.error("stripe event %s (%s) refused by Stripe: %r", event_id, kind, exc)
             result, outcome = None, "refused"
-        elif _is_stripe_error(exc):  # network, Stripe's side, our key refused: Stripe retries the event
+        elif is_stripe_error(exc):  # network, Stripe's side, our key refused: Stripe retries the event
             raise Unavailable("Stripe is unavailable; retry the event") from exc
         else:
             raise
     with contextlib.suppress(gexc.AlreadyExists):  # processed concurrently: same outcome
         marker.create({"type": kind, "processedAt": now, "result": result, "outcome": outcome})
     return outcome
-
-
-def _is_refusal(exc: Exception) -> bool:
-    """Stripe refused the request itself: retrying the event cannot help."""
-    import stripe
-
-    return isinstance(exc, stripe.InvalidRequestError) and not is_transient(exc)
-
-
-def _is_stripe_error(exc: Exception) -> bool:
-    import stripe
-
-    return isinstance(exc, stripe.StripeError)
