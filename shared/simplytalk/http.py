@@ -224,7 +224,16 @@ class Api:
         """The registered routes, in order (read by the OpenAPI generator)."""
         return tuple(self._routes)
 
-    def __call__(self, request: flask.Request) -> tuple[str, int, dict[str, str]]:
+    def __call__(self, request: flask.Request) -> flask.Response:
+        from flask import Response  # loaded already: functions-framework serves on Flask
+
+        body, status, headers = self._answer(request)
+        response = Response(body, status, headers)
+        if not body:  # 204 and the like: no body, so no Content-Type (Flask would say text/html)
+            response.headers.remove("Content-Type")
+        return response
+
+    def _answer(self, request: flask.Request) -> tuple[str, int, dict[str, str]]:
         trace = logs.set_trace(logs.trace_from_headers(request.headers, settings().project_id))
         try:
             cors = self._cors(request)

@@ -49,10 +49,12 @@ app = flask.Flask("test")
 
 
 def call(method: str, path: str, body: bytes | None = None, extra: dict[str, str] | None = None,
-         **headers: str) -> tuple[int, dict[str, str], Any]:
+         target: Api = api, **headers: str) -> tuple[int, dict[str, str], Any]:
     with app.test_request_context(path, method=method, data=body, headers={**headers, **(extra or {})}):
-        text, status, out_headers = api(flask.request)
-    return status, out_headers, json.loads(text) if text else None
+        response = target(flask.request)
+    text = response.get_data(as_text=True)
+    out_headers = {k: v for k, v in response.headers.items() if k != "Content-Length"}
+    return response.status_code, out_headers, json.loads(text) if text else None
 
 
 def test_route_with_parameter() -> None:
@@ -162,11 +164,10 @@ def test_protected_route_without_token_is_401() -> None:
     def handler(req: ApiRequest) -> Reply:
         raise AssertionError("must not run")
 
-    with app.test_request_context("/", method="GET"):
-        text, status, _ = protected(flask.request)
+    status, _, body = call("GET", "/", target=protected)
 
     assert status == 401
-    assert json.loads(text)["error"]["status"] == "UNAUTHENTICATED"
+    assert body["error"]["status"] == "UNAUTHENTICATED"
 
 
 @pytest.mark.parametrize("bad", ["..", ".", "__name__"])
@@ -208,9 +209,8 @@ def test_webhooks_answer_no_browser() -> None:
     def receive(req: ApiRequest) -> Reply:
         return Reply(200, {"ok": True})
 
-    with app.test_request_context("/", method="OPTIONS", headers={
-            "Origin": LOCAL, "Access-Control-Request-Method": "POST"}):
-        _, status, headers = hook(flask.request)
+    status, headers, _ = call("OPTIONS", "/", target=hook, extra={
+        "Origin": LOCAL, "Access-Control-Request-Method": "POST"})
 
     assert status == 405 and not any(h.startswith("Access-Control") or h == "Vary" for h in headers)
 
