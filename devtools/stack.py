@@ -2,9 +2,11 @@
 
 `python -m devtools.stack run` (what `make run` calls) starts everything on the
 ports of DESIGN.md, registers the Firestore triggers of deploy.toml with the
-emulator, prints the URLs and waits; SIGINT or SIGTERM stops every process it
-started (each runs in its own process group, so nothing is orphaned). The test
-suite uses the same `Stack` on free ports.
+emulator, publishes the scheduled jobs on their cron as Cloud Scheduler does
+(devtools/scheduler.py; `--no-scheduler` not), prints the URLs and the jobs' next
+runs and waits; SIGINT or SIGTERM stops every process it started (each runs in
+its own process group, so nothing is orphaned). The test suite uses the same
+`Stack` on free ports, without the scheduler.
 """
 
 from __future__ import annotations
@@ -28,6 +30,8 @@ from pathlib import Path
 from typing import IO, Any
 
 from devtools.manifest import ROOT, Function, Manifest, load
+from devtools.scheduler import Scheduler, emulator_publisher
+from devtools.scheduler import jobs as scheduler_jobs
 
 FIRESTORE_MAIN = "com.google.cloud.datastore.emulator.firestore.CloudFirestore"
 LOOPBACK = "127.0.0.1"
@@ -104,7 +108,7 @@ class Stack:
     def __init__(self, project: str = "demo-simplytalk", ports: Ports | None = None,
                  workdir: Path | None = None, quiet_host: bool = True,
                  manifest: Manifest | None = None, host_env: dict[str, str] | None = None,
-                 host_args: list[str] | None = None) -> None:
+                 host_args: list[str] | None = None, scheduler: bool = False) -> None:
         if not project.startswith("demo-"):
             raise ValueError("the local stack only runs demo- projects")
         self.project = project
@@ -118,6 +122,10 @@ class Stack:
         self.host_env = {"SIMPLYTALK_SCRAPE_ALLOW_LOOPBACK": "1", **(host_env or {})}
         self.host_args = host_args or []
         self.started_in: float | None = None
+        # The local Cloud Scheduler (devtools/scheduler.py): `make run` turns it on; tests leave it
+        # off, so no scheduled function runs unless a test publishes to its topic.
+        self.run_scheduler = scheduler
+        self.scheduler: Scheduler | None = None
 
     # -- addresses -------------------------------------------------------
     @property
@@ -245,6 +253,10 @@ class Stack:
             self.register_triggers()
             self.wire_pubsub()
             self.wire_stripe_webhooks()
+            if self.run_scheduler:
+                self.scheduler = Scheduler(scheduler_jobs(self.manifest),
+                                           emulator_publisher(self.pubsub_host, self.project))
+                self.scheduler.start()
         except BaseException:
             self.stop()
             raise
@@ -338,6 +350,9 @@ class Stack:
         self._wait_ready(svc, time.monotonic() + timeout)
 
     def stop(self, grace: float = 10.0) -> None:
+        if self.scheduler is not None:  # before the emulator it publishes to
+            self.scheduler.stop()
+            self.scheduler = None
         for svc in self.services:
             if svc.proc and svc.proc.poll() is None:
                 with contextlib.suppress(ProcessLookupError):
@@ -383,6 +398,9 @@ class Stack:
                 lines.append(f"  {fn.name:<19} {self.function_url(fn.name)}")
             else:
                 lines.append(f"  {fn.name:<19} {fn.trigger}: {fn.document or 'topic ' + str(fn.topic)}")
+        if self.scheduler is not None:
+            lines.append("  Cloud Scheduler (local; `make fire JOB=name` publishes one now):")
+            lines += [f"    {line}" for line in self.scheduler.describe()]
         lines.append(f"  logs                {self.workdir}/*.log")
         lines.append("Ctrl-C stops everything.")
         return "\n".join(lines)
@@ -400,7 +418,7 @@ def _put(url: str, body: dict[str, Any]) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    stack = Stack(project=args.project, quiet_host=False)
+    stack = Stack(project=args.project, quiet_host=False, scheduler=not args.no_scheduler)
     stopping = threading.Event()
 
     def on_signal(signum: int, _frame: Any) -> None:
@@ -428,6 +446,8 @@ def main() -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     p_run = sub.add_parser("run", help="start the stack and wait for Ctrl-C")
     p_run.add_argument("--project", default=os.environ.get("SIMPLYTALK_PROJECT", "demo-simplytalk"))
+    p_run.add_argument("--no-scheduler", action="store_true",
+                       help="do not publish the scheduled jobs of deploy.toml on their cron")
     args = parser.parse_args()
     return run(args)
 
