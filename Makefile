@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 PY_STAMP := $(VENV)/.installed
 NODE_STAMP := node_modules/.installed
 
-.PHONY: setup run test unit lint fuzz bench deploy clean check-tools rebuild-usage migrate
+.PHONY: setup run fire test unit lint fuzz bench deploy clean check-tools rebuild-usage migrate
 
 setup: check-tools $(PY_STAMP) $(NODE_STAMP) browser-tools
 
@@ -37,6 +37,11 @@ $(NODE_STAMP): package.json package-lock.json
 
 run: setup
 	$(BIN)/python -m devtools.stack run
+
+# make fire JOB=usage-rollup: publish a scheduled job's message now to the running `make run` stack
+fire: $(PY_STAMP)
+	@test -n "$(JOB)" || { echo "usage: make fire JOB=<job>   (jobs: $(BIN)/python -m devtools.scheduler list)"; exit 2; }
+	$(BIN)/python -m devtools.scheduler fire $(JOB)
 
 test: setup lint
 	$(BIN)/pytest
