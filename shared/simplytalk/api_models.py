@@ -76,6 +76,8 @@ class UsageQuery(PageQuery):
     period: str | None = Field(default=None, pattern=r"^(19[7-9][0-9]|[2-9][0-9]{3})-(0[1-9]|1[0-2])$",
                                description="the month, YYYY-MM (default: the current month, UTC)")
     assistant_id: str | None = Field(default=None, description="only this assistant's usage")
+    group_by: Literal["event", "call"] | None = Field(
+        default=None, description="history entries: one a usage event (default) or one a call")
 
 
 # -- shared pieces ---------------------------------------------------------------------------
@@ -115,10 +117,19 @@ class AssistantUsage(_Shape):
 class HistoryEntry(Counts):
     event_id: str
     assistant_id: str | None
+    assistant_name: str = Field(description="the assistant's name now, or a phrase for a deleted one")
     provider: str | None
+    kind: str | None = Field(description="response, transcription or call")
+    call_id: str | None
     model: str | None
     occurred_at: str | None = Field(description="RFC 3339")
     call_seconds: float | None
+    description: str = Field(description='what happened, to show as is: "Call with Support: 3 responses, '
+                             '2 min 05 s"')
+    minutes: str = Field(description="the minutes it bills at its month's rate card (decimal string)")
+    cost: Money = Field(description="its cost at its month's rate card, rounded to the cent on its own "
+                        "(an invoice rounds each line once)")
+    rate_card_id: str
 
 
 class UsageView(_Shape):

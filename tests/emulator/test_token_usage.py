@@ -220,3 +220,48 @@ def test_the_estimate_uses_the_card_in_effect_for_the_month(url: str, db: Any, n
     assert body["period"]["rateCardId"] == "card-now"
     assert body["period"]["tokenMinutes"] == "10"
     assert body["period"]["estimatedCost"]["amount"] == 100
+
+
+def test_history_reads_as_words_and_groups_per_call(url: str, db: Any, new_user: Any) -> None:
+    ann = new_user()
+    db.collection("openaiAssistants").document("o-sup").set({"userId": ann.uid, "name": "Support"})
+    db.collection("assistants").document("v-sales").set({"userId": ann.uid, "name": "Sales"})
+    db.collection("realtimeCalls").document("rtc_1").set({
+        "userId": ann.uid, "assistantId": "o-sup", "responses": 2, "status": "ended",
+        "usage": {"totalTokens": 120, "inputTokens": 80, "outputTokens": 40}})
+    start = dt.datetime.now(dt.UTC).replace(microsecond=0) - dt.timedelta(minutes=10)
+    for n, tokens in enumerate((50, 70)):
+        db.collection("usageEvents").document(f"resp_{n}").set({
+            "userId": ann.uid, "assistantId": "o-sup", "provider": "openai", "kind": "response",
+            "callId": "rtc_1", "occurredAt": start + dt.timedelta(seconds=n + 1),
+            "usage": {"totalTokens": tokens, "inputTokens": tokens - 20, "outputTokens": 20}})
+    db.collection("usageEvents").document("rtc_1").set({
+        "userId": ann.uid, "assistantId": "o-sup", "provider": "openai", "kind": "call", "callId": "rtc_1",
+        "occurredAt": start + dt.timedelta(seconds=125), "callSeconds": 125.2})
+    _event(db, "vcall_1", ann.uid, "v-sales", seconds=90, when=start + dt.timedelta(minutes=5))
+
+    body = _settled(url, ann, 120)
+    described = {h["eventId"]: (h["description"], h["minutes"], h["cost"]["amount"]) for h in body["history"]}
+    assert described == {
+        "vcall_1": ("vapi call with Sales, 1 min 30 s", "1.5", 68),
+        "rtc_1": ("Call with Support: 2 responses, 2 min 05 s", "0", 0),
+        "resp_1": ("Response from Support: 70 tokens (50 in, 20 out)", "1.166667", 53),
+        "resp_0": ("Response from Support: 50 tokens (30 in, 20 out)", "0.833333", 38),
+    }
+    assert [h["eventId"] for h in body["history"]] == ["vcall_1", "rtc_1", "resp_1", "resp_0"]
+
+    calls = requests.get(url, params={"groupBy": "call"}, headers=ann.headers, timeout=10).json()
+    assert [(h["callId"], h["description"], h["totalTokens"], h["cost"]["amount"]) for h in calls["history"]] == [
+        ("vcall_1", "vapi call with Sales, 1 min 30 s", 0, 68),
+        ("rtc_1", "Call with Support: 2 responses, 120 tokens, 2 min 05 s", 120, 90),
+    ]
+    paged = requests.get(url, params={"groupBy": "call", "pageSize": 1}, headers=ann.headers, timeout=10).json()
+    rest = requests.get(url, params={"groupBy": "call", "pageSize": 1, "pageToken": paged["nextPageToken"]},
+                        headers=ann.headers, timeout=10).json()
+    assert [h["callId"] for h in paged["history"] + rest["history"]] == ["vcall_1", "rtc_1"]
+
+    db.collection("openaiAssistants").document("o-sup").delete()
+    after = requests.get(url, params={"groupBy": "call"}, headers=ann.headers, timeout=10).json()
+    assert after["history"][1]["description"].startswith("Call with a deleted assistant:")
+    bad = requests.get(url, params={"groupBy": "minute"}, headers=ann.headers, timeout=10)
+    assert bad.status_code == 400 and bad.json()["error"]["details"][0]["field"] == "groupBy"
