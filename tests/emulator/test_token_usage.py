@@ -255,8 +255,8 @@ def test_history_reads_as_words_and_groups_per_call(url: str, db: Any, new_user:
         ("vcall_1", "vapi call with Sales, 1 min 30 s", 0, 68),
         ("rtc_1", "Call with Support: 2 responses, 120 tokens, 2 min 05 s", 120, 90),
     ]
-    paged = requests.get(url, params={"groupBy": "call", "pageSize": 1}, headers=ann.headers, timeout=10).json()
-    rest = requests.get(url, params={"groupBy": "call", "pageSize": 1, "pageToken": paged["nextPageToken"]},
+    paged = requests.get(url, params={"groupBy": "call", "pageSize": "1"}, headers=ann.headers, timeout=10).json()
+    rest = requests.get(url, params={"groupBy": "call", "pageSize": "1", "pageToken": paged["nextPageToken"]},
                         headers=ann.headers, timeout=10).json()
     assert [h["callId"] for h in paged["history"] + rest["history"]] == ["vcall_1", "rtc_1"]
 

@@ -7,7 +7,6 @@ from fractions import Fraction
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-
 from simplytalk.billing import DEFAULT_RATE_CARD, RateCard
 from simplytalk.usage_history import describe_call, describe_event, format_duration
 
