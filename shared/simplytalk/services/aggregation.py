@@ -2,14 +2,21 @@
 
 Write path, per `usageEvents/{eventId}` (the provider's own id): ONE atomic
 batch that creates a marker `tokenUsage/{uid}/applied/{eventId}` and adds the
-event's figures with Increment transforms to one of SHARDS counter documents,
-`tokenUsage/{uid}/shards/{k}` (k from the event id). A repeated delivery fails
-the marker's create, so the whole batch is refused: counted once, no
-transaction, no read. Order does not matter (sums commute).
+event's figures with Increment transforms to one of SHARDS counter documents
+of the event's year, `tokenUsage/{uid}/usageShards/{YYYY}-{k}` (YYYY the year of
+the event's period, i.e. of occurredAt in UTC; k from the event id). A repeated
+delivery fails the marker's create, so the whole batch is refused: counted once,
+no transaction, no read. Order does not matter (sums commute).
 
-The shards are the source of truth (the API sums them: SHARDS small reads).
-A user's events spread over SHARDS documents, so a busy user stays under about
-one write per second per document up to about SHARDS events per second.
+Year roll-over: a shard document holds one year's `totals`, `assistants` and
+`periods` (at most 12 periods), so no counter document grows without bound; a
+new year starts new documents, and late usage for an earlier year lands in that
+year's documents. Documents written before the roll-over (`{k}`, and m001's
+`legacy`) hold every period of their time and are summed like any other.
+
+The shards are the source of truth (the API sums them). A user's events spread
+over SHARDS documents a year, so a busy user stays under about one write per
+second per document up to about SHARDS events per second.
 
 Mirrors for readers of the documents themselves (`tokenUsage/{uid}` totals and
 recent `usageHistory`, `openaiAssistants/{id}.tokenUsage`) are rolled up from
@@ -48,6 +55,11 @@ FIGURE_FIELDS = ("totalTokens", "inputTokens", "outputTokens", "openaiCallMillis
 
 def shard_of(event_id: str, shards: int = SHARDS) -> int:
     return int(hashlib.sha256(event_id.encode()).hexdigest()[:8], 16) % shards
+
+
+def shard_id(event_id: str, period: str, shards: int = SHARDS) -> str:
+    """The counter document an event of `period` ("YYYY-MM") adds to: `{YYYY}-{k}`."""
+    return f"{period[:4]}-{shard_of(event_id, shards)}"
 
 
 def figures_of(event: UsageEvent) -> UsageFigures:
@@ -131,11 +143,12 @@ def apply_event(db: Client, event_id: str, event: UsageEvent, now: dt.datetime) 
 
     user_doc = db.collection(col.TOKEN_USAGE).document(event.user_id)
     batch = db.batch()
-    marker = {"appliedAt": now, "assistantId": event.assistant_id, "period": period_of(event.occurred_at)}
+    period = period_of(event.occurred_at)
+    marker = {"appliedAt": now, "assistantId": event.assistant_id, "period": period}
     batch.create(user_doc.collection(col.APPLIED_EVENTS).document(event_id), marker)
     from google.cloud.firestore import SERVER_TIMESTAMP
 
-    batch.set(user_doc.collection(col.USAGE_SHARDS).document(str(shard_of(event_id))),
+    batch.set(user_doc.collection(col.USAGE_SHARDS).document(shard_id(event_id, period)),
               {**_increments(shard_delta(event)), "changedAt": SERVER_TIMESTAMP}, merge=True)
     try:
         results = batch.commit()
@@ -170,6 +183,12 @@ class Aggregate:
 
 
 def read_aggregate(db: Client, uid: str) -> Aggregate:
+    """Every counter document of the user, summed: the year shards (`{YYYY}-{k}`) and any written
+    before the year roll-over (`{k}`, `legacy`), which need no migration.
+
+    Reads grow with the user's history: one per counter document, so up to SHARDS (10) more for
+    each calendar year with usage (plus the pre-roll-over ones). The all-time totals and the late
+    usage invoicing looks for both need every year, so no year is skipped here."""
     aggregate = Aggregate()
     for snap in db.collection(col.TOKEN_USAGE).document(uid).collection(col.USAGE_SHARDS).stream():
         aggregate.add_shard(snap.to_dict() or {})
