@@ -6,6 +6,11 @@ arrived for an already-invoiced period (priced with the card of the period the
 usage belongs to, so every line can be recomputed exactly). The total is the
 exact sum of minutes times rates, rounded half-up to the cent once; lines are
 allocated from it by largest remainder, so they add up to the total exactly.
+
+What has been billed is kept per calendar year (the ledger's year documents, at
+most 12 periods each): a year's document, once it exists, is the whole record of
+that year and wins over the legacy all-years `billed` map from before the year
+roll-over, which only counts for years that have no document yet.
 """
 
 from __future__ import annotations
@@ -60,6 +65,37 @@ def unbilled(current: Figures, billed: Figures, providers: Mapping[str, str], up
                 raise ValueError(f"billed more than counted for {aid} in {period}")
             if not delta.is_zero():
                 out.append(Unbilled(period, aid, providers.get(aid, "openai"), delta))
+    return out
+
+
+def ledger_year(period: str) -> str:
+    """The ledger year document a period's billed figures live in: "YYYY"."""
+    return period[:4]
+
+
+def effective_billed(legacy: Figures, years: Mapping[str, Figures | None]) -> dict[str, dict[str, UsageFigures]]:
+    """What has been billed, per period and assistant. `years` maps each year document read to its
+    `billed` (None: no such document); a year's document wins over `legacy` (the root's `billed` from
+    before the year roll-over) for every period of its year, and holds only periods of its year."""
+    out = {period: dict(per) for period, per in legacy.items() if years.get(ledger_year(period)) is None}
+    for year, billed in years.items():
+        for period, per in (billed or {}).items():
+            if ledger_year(period) == year:
+                out[period] = dict(per)
+    return out
+
+
+def ledger_years_after(billed: Figures, items: Sequence[Unbilled],
+                       current: Figures) -> dict[str, dict[str, dict[str, UsageFigures]]]:
+    """The year documents an invoice of `items` rewrites: year -> that year's whole `billed` (what had
+    been billed for it, legacy figures carried over, with each item's period and assistant now at the
+    counted figures: billed figures are absolute, never added up)."""
+    out: dict[str, dict[str, dict[str, UsageFigures]]] = {
+        year: {p: dict(per) for p, per in billed.items() if ledger_year(p) == year}
+        for year in {ledger_year(item.usage_period) for item in items}}
+    for item in items:
+        per = out[ledger_year(item.usage_period)].setdefault(item.usage_period, {})
+        per[item.assistant_id] = current[item.usage_period][item.assistant_id]
     return out
 
 

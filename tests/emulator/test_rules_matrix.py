@@ -2,7 +2,7 @@
 x {get, list, listAll, create, update, delete}, each cell's expected outcome written down in
 MATRIX below and checked against the emulator with the role's real ID token.
 
-Matrix size: 22 collections x 4 roles x 6 operations = 528 cells.
+Matrix size: 23 collections x 4 roles x 6 operations = 552 cells.
 
 Roles (each acts on the *owner's* data; `owner` is the user the seeded documents belong to):
   anonymous  no ID token at all
@@ -78,6 +78,7 @@ OWNED_BY: dict[str, str] = {
     "realtimeTaps/{callId}": "none",
     "invoices/{invoiceId}": "userId",
     "billingLedger/{uid}": "uid",
+    "billingLedger/{uid}/years/{year}": "parent",
     "invoiceRuns/{period}": "none",
     "rateCards/{cardId}": "none",
     "stripeCustomers/{customerId}": "userId",
@@ -141,6 +142,10 @@ invoices/{invoiceId}                         anonymous  deny   deny   deny    de
                                              other      deny   deny   deny    deny   deny   deny
                                              admin      deny   deny   deny    deny   deny   deny
 billingLedger/{uid}                          anonymous  deny   deny   deny    deny   deny   deny
+                                             owner      deny   deny   deny    deny   deny   deny
+                                             other      deny   deny   deny    deny   deny   deny
+                                             admin      deny   deny   deny    deny   deny   deny
+billingLedger/{uid}/years/{year}             anonymous  deny   deny   deny    deny   deny   deny
                                              owner      deny   deny   deny    deny   deny   deny
                                              other      deny   deny   deny    deny   deny   deny
                                              admin      deny   deny   deny    deny   deny   deny

@@ -1,11 +1,19 @@
 """Monthly invoicing: one invoice per user and period, exactly once.
 
 Per user, one atomic batch creates `invoices/{uid}_{period}` (a deterministic
-id: a rerun's create fails, so no duplicate) and moves the user's
-`billingLedger/{uid}` (what has been billed, per period and assistant) forward,
-with a precondition on the ledger's update time (two runs at once cannot both
-bill the same usage). What an invoice bills is the counters' figures minus the
-ledger: its own period's usage plus late usage for earlier periods.
+id: a rerun's create fails, so no duplicate) and moves the user's ledger (what
+has been billed, per period and assistant) forward. The ledger is kept per
+calendar year, `billingLedger/{uid}/years/{YYYY}` (`billed.{YYYY-MM}.{aid}`, at
+most 12 periods a document), and `billingLedger/{uid}` keeps lastInvoiceId and
+updatedAt. Every ledger document the batch writes carries a precondition on the
+update time it was read at (or is created, when it did not exist), the root
+included, so two runs at once cannot both bill the same usage. What an invoice
+bills is the counters' figures minus the ledger: its own period's usage plus
+late usage for earlier periods (last December's, in January, goes to the
+previous year's document). A `billed` map left in the root document from before
+the year roll-over still counts for years that have no year document yet; the
+first invoice to write such a year carries its figures over, and migration 004
+moves the rest.
 
 The run pages through `users` by document id (never the whole collection in
 memory) and records its cursor and counts in `invoiceRuns/{period}` after each
@@ -25,7 +33,17 @@ from simplytalk import collections as col
 from simplytalk import logs
 from simplytalk.billing import RateCard, UsageFigures, format_minutes, period_of
 from simplytalk.clock import rfc3339
-from simplytalk.invoicing import MINIMUM_CHARGE_CENTS, PricedInvoice, below_minimum, card_for, price, unbilled
+from simplytalk.invoicing import (
+    MINIMUM_CHARGE_CENTS,
+    PricedInvoice,
+    below_minimum,
+    card_for,
+    effective_billed,
+    ledger_year,
+    ledger_years_after,
+    price,
+    unbilled,
+)
 from simplytalk.services.aggregation import FIGURE_FIELDS, read_aggregate
 
 if TYPE_CHECKING:
@@ -52,9 +70,26 @@ def _figures(data: Any) -> UsageFigures:
     return UsageFigures(*(int(data.get(name) or 0) for name in FIGURE_FIELDS))
 
 
-def _ledger_figures(ledger: dict[str, Any]) -> dict[str, dict[str, UsageFigures]]:
-    billed = ledger.get("billed") or {}
-    return {period: {aid: _figures(f) for aid, f in (per or {}).items()} for period, per in billed.items()}
+def ledger_figures(billed: Any) -> dict[str, dict[str, UsageFigures]]:
+    """A ledger document's `billed` map (period -> assistant -> figure fields) as figures."""
+    if not isinstance(billed, dict):
+        return {}
+    return {period: {aid: _figures(f) for aid, f in (per if isinstance(per, dict) else {}).items()}
+            for period, per in billed.items()}
+
+
+def ledger_fields(billed: dict[str, dict[str, UsageFigures]]) -> dict[str, dict[str, dict[str, int]]]:
+    return {period: {aid: dict(zip(FIGURE_FIELDS, f.astuple(), strict=True)) for aid, f in per.items()}
+            for period, per in billed.items()}
+
+
+def read_ledger(db: Client, uid: str, years: list[str]) -> tuple[Any, dict[str, Any]]:
+    """The root ledger document and the given year documents (snapshots, missing ones too), in one
+    round trip."""
+    root = db.collection(col.BILLING_LEDGER).document(uid)
+    year_refs = [root.collection(col.LEDGER_YEARS).document(year) for year in years]
+    snaps = {snap.reference.path: snap for snap in db.get_all([root, *year_refs])}
+    return snaps[root.path], {ref.id: snaps[ref.path] for ref in year_refs}
 
 
 def invoice_document(uid: str, period: str, priced: PricedInvoice, period_card: RateCard,
@@ -109,27 +144,24 @@ def invoice_user(db: Client, uid: str, period: str, cards: list[RateCard], now: 
     from google.api_core import exceptions as gexc
 
     invoice_ref = db.collection(col.INVOICES).document(invoice_id(uid, period))
-    ledger_ref = db.collection(col.BILLING_LEDGER).document(uid)
     for _ in range(10):
         if invoice_ref.get().exists:
             return UserOutcome(uid, "exists")
         aggregate = read_aggregate(db, uid)
-        if not aggregate.period_assistants:
+        years = sorted({ledger_year(p) for p in aggregate.period_assistants if p <= period})
+        if not years:
             return UserOutcome(uid, "no-usage")
-        ledger_snap = ledger_ref.get()
-        ledger = ledger_snap.to_dict() or {}
-        items = unbilled(aggregate.period_assistants, _ledger_figures(ledger), aggregate.providers, period)
+        ledger_snap, year_snaps = read_ledger(db, uid, years)
+        billed = effective_billed(
+            ledger_figures((ledger_snap.to_dict() or {}).get("billed")),
+            {y: ledger_figures((s.to_dict() or {}).get("billed")) if s.exists else None
+             for y, s in year_snaps.items()})
+        items = unbilled(aggregate.period_assistants, billed, aggregate.providers, period)
         if not items:
             return UserOutcome(uid, "no-usage")
         priced = price(items, lambda p: card_for(p, cards))
         if dry_run:
             return UserOutcome(uid, "would-create", priced.total)
-        billed = dict(ledger.get("billed") or {})
-        for item in items:
-            current = aggregate.period_assistants[item.usage_period][item.assistant_id]
-            per = dict(billed.get(item.usage_period) or {})
-            per[item.assistant_id] = dict(zip(FIGURE_FIELDS, current.astuple(), strict=True))
-            billed[item.usage_period] = per
         document = invoice_document(uid, period, priced, card_for(period, cards), now)
         if below_minimum(priced.total, priced.currency):
             # Stripe would not collect it: shown as carried, the ledger left alone, so the
@@ -142,12 +174,20 @@ def invoice_user(db: Client, uid: str, period: str, cards: list[RateCard], now: 
             return UserOutcome(uid, "carried", 0, document)
         batch = db.batch()
         batch.create(invoice_ref, document)
-        ledger_doc = {"userId": uid, "billed": billed, "lastInvoiceId": invoice_ref.id, "updatedAt": now}
+        for year, year_billed in ledger_years_after(billed, items, aggregate.period_assistants).items():
+            snap = year_snaps[year]
+            year_doc = {"userId": uid, "year": year, "billed": ledger_fields(year_billed),
+                        "lastInvoiceId": invoice_ref.id, "updatedAt": now}
+            if snap.exists:
+                batch.update(snap.reference, year_doc, option=db.write_option(last_update_time=snap.update_time))
+            else:
+                batch.create(snap.reference, year_doc)
+        ledger_doc = {"userId": uid, "lastInvoiceId": invoice_ref.id, "updatedAt": now}
         if ledger_snap.exists:
-            batch.update(ledger_ref, ledger_doc,
+            batch.update(ledger_snap.reference, ledger_doc,
                          option=db.write_option(last_update_time=ledger_snap.update_time))
         else:
-            batch.create(ledger_ref, ledger_doc)
+            batch.create(ledger_snap.reference, ledger_doc)
         try:
             batch.commit()
         except (gexc.AlreadyExists, gexc.FailedPrecondition, gexc.Aborted):
