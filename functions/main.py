@@ -64,6 +64,13 @@ def scrape_knowledge(cloud_event: Any) -> None:
 
 
 @functions_framework.cloud_event
+def vapi_listed_at(cloud_event: Any) -> None:
+    from entrypoints.vapi_listed_at import handle
+
+    handle(cloud_event)
+
+
+@functions_framework.cloud_event
 def aggregate_token_usage(cloud_event: Any) -> None:
     from entrypoints.aggregate_token_usage import handle
 

@@ -7,6 +7,10 @@ user document's update time (optimistic concurrency): when another create or
 delete got there first, the batch is refused as a whole and retried on a fresh
 read. No transaction, so no lock waits; concurrent creates cannot overshoot the
 limit or leave an orphan.
+
+The list of both providers pages vapi assistants (`assistants`, existing documents
+whose `createdAt` comes in several shapes) by `listedAt`, a timestamp the
+`vapi-listed-at` trigger keeps equal to their parsed `createdAt` (`sync_listed_at`).
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
 from simplytalk import collections as col
@@ -26,7 +31,7 @@ from simplytalk.models import OpenAIAssistant, TokenCounts
 from simplytalk.paging import decode_token, encode_token
 
 if TYPE_CHECKING:
-    from google.cloud.firestore import Client, DocumentSnapshot
+    from google.cloud.firestore import Client, DocumentSnapshot, Query
 
 MAX_ATTEMPTS = 40
 EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
@@ -163,27 +168,81 @@ def list_openai_assistants(db: Client, uid: str, size: int, token: str | None) -
 # -- both providers ---------------------------------------------------------------
 
 def _parse_time(value: Any) -> dt.datetime:
-    """createdAt as stored by either provider's documents: timestamp, RFC 3339, epoch s or ms."""
+    """createdAt as stored by either provider's documents: timestamp, RFC 3339, epoch s or ms.
+
+    Always UTC; EPOCH for anything else, and for a time outside the years 1-9999 in UTC."""
+    parsed = EPOCH
     if isinstance(value, dt.datetime):
-        return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
-    if isinstance(value, str):
+        parsed = value
+    elif isinstance(value, str):
         try:
             parsed = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
-            return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)
         except ValueError:
             return EPOCH
-    if isinstance(value, int | float) and value >= 0:
+    elif isinstance(value, int | float) and value >= 0:
         seconds = value / 1000 if value > 1e11 else value
         try:
             return dt.datetime.fromtimestamp(seconds, dt.UTC)
         except (OverflowError, OSError, ValueError):
             return EPOCH
-    return EPOCH
+    if parsed.tzinfo is None:
+        return parsed.replace(tzinfo=dt.UTC)
+    try:
+        return parsed.astimezone(dt.UTC)
+    except OverflowError:  # "0001-01-01T00:00:00+01:00" is before the year 1 in UTC
+        return EPOCH
 
 
 def _rfc3339(value: dt.datetime) -> str:
     """Fixed width (microseconds, Z) so the strings sort as the times do."""
     return value.astimezone(dt.UTC).replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
+
+
+def listed_at(created: Any) -> dt.datetime:
+    """A vapi assistant's `listedAt`: its `createdAt` (any stored shape) as a timestamp (UTC, to the
+    microsecond, as Firestore keeps them and the API shows them); EPOCH when missing or unreadable."""
+    t = _parse_time(created)
+    return dt.datetime(t.year, t.month, t.day, t.hour, t.minute, t.second, t.microsecond, tzinfo=dt.UTC)
+
+
+def listed_at_is_current(fields: dict[str, Any]) -> bool:
+    """True when the document's `listedAt` is exactly the one its `createdAt` gives."""
+    have = fields.get("listedAt")
+    return isinstance(have, dt.datetime) and have.tzinfo is not None and have == listed_at(fields.get("createdAt"))
+
+
+class ListedAtOutcome(StrEnum):
+    SET = "set"
+    UP_TO_DATE = "up-to-date"
+    GONE = "gone"
+
+
+def sync_listed_at(db: Client, assistant_id: str) -> ListedAtOutcome:
+    """Bring `assistants/{id}.listedAt` in line with the document as it is now.
+
+    Reads the current document (an event's copy may be old: events come repeated and out of
+    order) and writes only when listedAt differs, so this write's own event changes nothing.
+    The write carries a precondition on the update time read: if the document changed
+    meanwhile, read again. A deleted document is left alone (an update never recreates it)."""
+    from google.api_core import exceptions as gexc
+
+    ref = db.collection(col.VAPI_ASSISTANTS).document(assistant_id)
+    for attempt in range(MAX_ATTEMPTS):
+        snap = ref.get()
+        if not snap.exists:
+            return ListedAtOutcome.GONE
+        fields = snap.to_dict() or {}
+        if listed_at_is_current(fields):
+            return ListedAtOutcome.UP_TO_DATE
+        try:
+            ref.update({"listedAt": listed_at(fields.get("createdAt"))},
+                       option=db.write_option(last_update_time=snap.update_time))
+            return ListedAtOutcome.SET
+        except gexc.NotFound:
+            return ListedAtOutcome.GONE
+        except gexc.FailedPrecondition:  # written since the read: look again
+            _backoff(attempt)
+    raise Aborted(f"assistants/{assistant_id} changes too often to set listedAt; try again")
 
 
 def _summary(provider: str, doc_id: str, data: dict[str, Any]) -> dict[str, Any]:
@@ -205,47 +264,59 @@ def _summary(provider: str, doc_id: str, data: dict[str, Any]) -> dict[str, Any]
     return item
 
 
-def _sort_key(item: dict[str, Any]) -> tuple[str, str, str]:
-    return (item["createdAt"], item["provider"], item["id"])
+SortKey = tuple[str, str, str]  # (time as _rfc3339, provider, id); the list is in descending order
+PROVIDERS = (("openai", col.OPENAI_ASSISTANTS, "createdAt"), ("vapi", col.VAPI_ASSISTANTS, "listedAt"))
 
 
-MAX_VAPI_ASSISTANTS = 1000
+def _after(query: Query, field: str, provider: str, cursor: SortKey) -> Query:
+    """`query` (one provider's, ordered by `field` desc, __name__ desc) from just after the cursor
+    in the merged order. The cursor may be the other provider's item: at the cursor's very time,
+    this provider's items all come after it (a lower provider) or all before it (a higher one)."""
+    when = _parse_time(cursor[0])
+    if cursor[1] == provider:
+        return query.start_after({field: when, "__name__": cursor[2]})
+    if provider < cursor[1]:
+        return query.start_at({field: when})
+    return query.start_after({field: when})
 
 
 def list_all_assistants(db: Client, uid: str, size: int, token: str | None) -> Page:
     """Both providers, newest first, paged by (createdAt, provider, id).
 
-    OpenAI assistants page through a query. vapi assistants are existing
-    documents of another shape (createdAt may be a string, a number or
-    missing, and a document without the ordered field would drop out of an
-    ordered query), so the caller's are read whole (bounded) and sorted here.
+    Each provider's assistants come from a query in that order, from the cursor on, `size + 1`
+    of them, merged: a page reads at most 2 * (size + 1) documents, however many the caller
+    has. OpenAI assistants are ordered by their `createdAt` timestamp, vapi assistants by
+    `listedAt`, which the `vapi-listed-at` trigger sets from their `createdAt` (any stored
+    shape). A vapi document the trigger has not reached yet (just written; or from before the
+    trigger, until migration 003 has run) has no listedAt and is missing from the list until
+    it has one; one whose createdAt just changed keeps its old place until then.
     """
     from google.cloud.firestore import Query
     from google.cloud.firestore_v1.base_query import FieldFilter
 
     cursor = decode_token(token, ("createdAt", "provider", "id"), times=("createdAt",), ids=("id",))
-    after = (cursor["createdAt"], cursor["provider"], cursor["id"]) if cursor else None
+    after: SortKey | None = (cursor["createdAt"], cursor["provider"], cursor["id"]) if cursor else None
+    keyed: list[tuple[SortKey, dict[str, Any]]] = []
+    for provider, collection, field in PROVIDERS:
+        query = (db.collection(collection)
+                 .where(filter=FieldFilter("userId", "==", uid))
+                 .order_by(field, direction=Query.DESCENDING)
+                 .order_by("__name__", direction=Query.DESCENDING))
+        if after:
+            query = _after(query, field, provider, after)
+        for doc in query.limit(size + 1).stream():
+            data = doc.to_dict() or {}
+            # keyed by the field the query orders by, so pages follow the queries even while
+            # the trigger has yet to move a vapi listedAt after a change of createdAt
+            keyed.append(((_rfc3339(_parse_time(data.get(field))), provider, doc.id),
+                          _summary(provider, doc.id, data)))
 
-    openai_query = (db.collection(col.OPENAI_ASSISTANTS)
-                    .where(filter=FieldFilter("userId", "==", uid))
-                    .order_by("createdAt", direction=Query.DESCENDING)
-                    .order_by("__name__", direction=Query.DESCENDING))
-    if after:
-        # inclusive here; exact ordering (with provider as tie-break) is applied below
-        openai_query = openai_query.start_at({"createdAt": _parse_time(after[0]), "__name__": after[2]})
-    openai_items = [_summary("openai", d.id, d.to_dict() or {})
-                    for d in openai_query.limit(size + 2).stream()]
-    vapi_docs = (db.collection(col.VAPI_ASSISTANTS).where(filter=FieldFilter("userId", "==", uid))
-                 .limit(MAX_VAPI_ASSISTANTS).stream())
-    vapi_items = [_summary("vapi", d.id, d.to_dict() or {}) for d in vapi_docs]
-
-    merged = sorted(openai_items + vapi_items, key=_sort_key, reverse=True)
-    if after:
-        merged = [i for i in merged if _sort_key(i) < after]
-    page = merged[:size]
+    keyed.sort(key=lambda pair: pair[0], reverse=True)
+    if after:  # the queries start there already; this only guards the merge
+        keyed = [pair for pair in keyed if pair[0] < after]
+    page = keyed[:size]
     next_token = None
-    if len(merged) > size:
-        last = page[-1]
-        next_token = encode_token({"createdAt": last["createdAt"], "provider": last["provider"],
-                                   "id": last["id"]})
-    return Page(page, next_token)
+    if len(keyed) > size:
+        last = page[-1][0]
+        next_token = encode_token({"createdAt": last[0], "provider": last[1], "id": last[2]})
+    return Page([item for _, item in page], next_token)
