@@ -1,5 +1,5 @@
-"""Migrations 001 and 002 on seeded data of every kind, through the runner and its ledger (003 runs
-here too; its own tests are in test_vapi_listed_at.py)."""
+"""Migrations 001 and 002 on seeded data of every kind, through the runner and its ledger (the later
+ones run here too and have tests of their own: 003 test_vapi_listed_at.py, 004 test_rollover.py)."""
 
 from __future__ import annotations
 
