@@ -6,11 +6,14 @@ from simplytalk.config import settings
 from simplytalk.errors import PermissionDenied
 from simplytalk.firestore import firestore_client
 from simplytalk.http import Api, ApiRequest, Reply
+from simplytalk.margin import report_json
 from simplytalk.paging import page_size
 from simplytalk.rate_limits import rate_limiter
-from simplytalk.services import invoicing, payments, rate_cards
+from simplytalk.services import invoicing, margin, payments, rate_cards
 
 api = Api("billing")
+# GET /margin reads at most this many usage events within the function's 30 s (a larger month: the CLI)
+MARGIN_MAX_EVENTS = 20_000
 
 
 @api.route("GET", "/invoices", summary="The caller's invoices, newest period first", query=shapes.PageQuery,
@@ -40,6 +43,17 @@ def add_rate_card(req: ApiRequest) -> Reply:
     req.require_current_account()  # a disabled admin or a revoked token loses the power at once
     card = rate_cards.add_card(firestore_client(), req.parse(rate_cards.RateCardInput), req.uid, utcnow())
     return Reply(201, rate_cards.card_json(card))
+
+
+@api.route("GET", "/margin", summary="Margin per assistant for a month: minutes, revenue, provider cost (admin claim)",
+           query=shapes.MarginQuery, response=shapes.MarginReport, errors=(403,))
+def get_margin(req: ApiRequest) -> Reply:
+    if req.caller is None or not req.caller.is_admin:
+        raise PermissionDenied("the margin report needs the admin claim")
+    req.require_current_account()  # a disabled admin or a revoked token loses the power at once
+    period, user_id = margin.parse_query(req.query("period"), req.query("userId"))
+    report = margin.margin(firestore_client(), period, user_id, max_events=MARGIN_MAX_EVENTS)
+    return Reply(200, report_json(report))
 
 
 @api.route("POST", "/setup-intent", summary="A Stripe SetupIntent to save the caller's card",

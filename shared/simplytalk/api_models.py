@@ -223,6 +223,51 @@ class RateCardList(_Shape):
     rate_cards: list[RateCard]
 
 
+class MarginQuery(_Query):
+    period: str = Field(pattern=r"^(19[7-9][0-9]|[2-9][0-9]{3})-(0[1-9]|1[0-2])$",
+                        description="the month, YYYY-MM (UTC)")
+    user_id: str | None = Field(default=None, description="only this user's assistants")
+
+
+class _MarginFigures(_Shape):
+    minutes: str = Field(description="billed minutes at the period's rate card, decimal string (display only)")
+    invoiced_revenue: int = Field(description="cents invoices billed for this usage period (not carried or void)")
+    estimated_revenue: int = Field(description="cents of counted minutes no invoice has billed yet, at the card")
+    voided_revenue: int = Field(description="cents billed on invoices since voided (not in revenue)")
+    estimated: bool = Field(description="part of the revenue is an estimate (usage not invoiced yet)")
+    provider_cost: Money = Field(description="what the providers charged, rounded to the cent (usd)")
+    provider_cost_usd: str = Field(description="the exact provider cost, USD decimal string")
+    events: int
+    unpriced_events: int = Field(description="events that could not be priced (cost 0): the margin is overstated")
+    undetailed_events: int = Field(description="events partly priced at the dearest rate: their cost is an upper bound")
+
+
+class MarginLine(_MarginFigures):
+    user_id: str
+    assistant_id: str
+    provider: str = Field(description="openai, vapi (unknown: no event or counter names it)")
+    revenue: Money | None = Field(description="invoiced + estimated, in the revenue currency (null: mixed currencies)")
+    margin: Money | None = Field(description="revenue - provider cost (usd); null when the revenue is not in usd")
+    comparable: bool = Field(description="revenue in usd beside the usd cost (lines that are not stay out of totals)")
+
+
+class MarginTotals(_MarginFigures):
+    revenue: Money
+    margin: Money
+    not_comparable: int = Field(description="lines left out of the totals (revenue not in usd)")
+
+
+class MarginReport(_Shape):
+    period: str = Field(description="YYYY-MM")
+    user_id: str | None
+    currency: Literal["usd"]
+    rate_card_id: str = Field(description="the card in force for the period (minutes and estimates)")
+    price_versions: list[str] = Field(description="the provider price table versions the events were priced with")
+    rounding: str = Field(description="how exact money became cents")
+    assistants: list[MarginLine] = Field(description="per user and assistant, by user then assistant id")
+    totals: MarginTotals
+
+
 class SetupIntent(_Shape):
     setup_intent_id: str
     client_secret: str | None = Field(description="for Stripe.js `confirmSetup`")
