@@ -63,6 +63,7 @@ def table(report: MarginReport) -> str:
         notes.append(f"{dollars(t.voided_cents)} billed on invoices since voided (not in revenue)")
     if t.unpriced_events:
         notes.append(f"{t.unpriced_events} events could not be priced (cost 0): the margin is overstated")
+        notes += [f"  {n} x {reason}" for reason, n in report.unpriced_reasons.items()]
     if t.undetailed_events:
         notes.append(f"{t.undetailed_events} events partly priced at the dearest rate: cost is an upper bound")
     if t.not_comparable:

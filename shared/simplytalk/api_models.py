@@ -263,6 +263,7 @@ class MarginReport(_Shape):
     currency: Literal["usd"]
     rate_card_id: str = Field(description="the card in force for the period (minutes and estimates)")
     price_versions: list[str] = Field(description="the provider price table versions the events were priced with")
+    unpriced_reasons: dict[str, int] = Field(description="why events could not be priced, and how many each")
     rounding: str = Field(description="how exact money became cents")
     assistants: list[MarginLine] = Field(description="per user and assistant, by user then assistant id")
     totals: MarginTotals

@@ -63,7 +63,6 @@ ROUNDING = ("half-up (ROUND_HALF_UP) to the cent, once per total; lines allocate
 # Exact arithmetic: 60 digits is far beyond any figure here; anything inexact raises, never rounds.
 _EXACT = Context(prec=60, traps=[Inexact, InvalidOperation, Overflow, DivisionByZero])
 _MILLION = Decimal(1_000_000)
-BILLING_STATUSES_WITHOUT_REVENUE = ("carried", "void")
 
 
 # -- provider cost of one event ----------------------------------------------------------------
@@ -214,6 +213,7 @@ class AssistantMonth:
     unpriced_events: int = 0
     undetailed_events: int = 0
     versions: set[str] = field(default_factory=set)
+    unpriced_reasons: dict[str, int] = field(default_factory=dict)
 
     def add_event(self, cost: EventCost, provider: str | None = None) -> None:
         self.events += 1
@@ -224,6 +224,9 @@ class AssistantMonth:
         self.undetailed_events += 1 if cost.undetailed else 0
         if cost.version_id:
             self.versions.add(cost.version_id)
+        if not cost.priced:
+            reason = cost.reason or "unknown"
+            self.unpriced_reasons[reason] = self.unpriced_reasons.get(reason, 0) + 1
 
     def add_invoice_line(self, line: Mapping[str, Any], status: str | None, currency: str | None) -> None:
         """A line of an invoice that bills this assistant's usage of the period."""
@@ -288,6 +291,7 @@ class MarginReport:
     lines: list[MarginLine]
     totals: MarginTotals
     price_versions: list[str]
+    unpriced_reasons: dict[str, int] = field(default_factory=dict)  # why events went unpriced: how many
 
 
 def margin_report(period: str, card: RateCard, months: Iterable[AssistantMonth],
@@ -332,7 +336,11 @@ def margin_report(period: str, card: RateCard, months: Iterable[AssistantMonth],
         undetailed_events=sum(line.undetailed_events for line in counted),
         not_comparable=len(rows) - len(idx))
     versions = sorted(set().union(*(m.versions for m in rows))) if rows else []
-    return MarginReport(period, user_id, card.id, lines, totals, versions)
+    reasons: dict[str, int] = {}
+    for m in rows:
+        for reason, n in m.unpriced_reasons.items():
+            reasons[reason] = reasons.get(reason, 0) + n
+    return MarginReport(period, user_id, card.id, lines, totals, versions, dict(sorted(reasons.items())))
 
 
 # -- JSON ----------------------------------------------------------------------------------------
@@ -366,7 +374,7 @@ def report_json(report: MarginReport) -> dict[str, Any]:
     t = report.totals
     return {
         "period": report.period, "userId": report.user_id, "currency": "usd", "rateCardId": report.rate_card_id,
-        "priceVersions": report.price_versions, "rounding": ROUNDING,
+        "priceVersions": report.price_versions, "unpricedReasons": report.unpriced_reasons, "rounding": ROUNDING,
         "assistants": [line_json(line) for line in report.lines],
         "totals": {
             "minutes": format_minutes(t.minutes),

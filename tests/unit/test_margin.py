@@ -310,7 +310,7 @@ def test_a_month_of_both_providers_by_hand() -> None:
     body = report_json(report)
     assert body["totals"]["minutes"] == "33.691667" and body["totals"]["providerCostUsd"] == "0.29363"
     assert body["assistants"][0]["revenue"] == {"amount": 1373, "currency": "usd"}
-    assert body["priceVersions"] == ["v"] and "half-up" in body["rounding"]
+    assert body["priceVersions"] == ["v"] and "half-up" in body["rounding"] and body["unpricedReasons"] == {}
 
 
 def test_revenue_in_another_currency_is_shown_but_never_mixed_into_the_totals() -> None:
@@ -363,3 +363,16 @@ def test_the_report_rounds_once_and_adds_up(rows: list[tuple[Decimal, int, int, 
 def test_usd_text_is_exact_and_plain() -> None:
     assert [usd_text(Decimal(x)) for x in ("0.15228", "12.00", "0E-7", "1E+2", "0.0000001")] == [
         "0.15228", "12", "0", "100", "0.0000001"]
+
+
+def test_the_report_says_why_events_went_unpriced() -> None:
+    month = AssistantMonth("u1", "a1")
+    for data in (response("gpt-4o-realtime-preview", TURN), response("gpt-4o-realtime-preview", TURN),
+                 {**response("gpt-realtime-1.5", TURN), "usage": None}, response("gpt-realtime-1.5", TURN)):
+        month.add_event(event_cost(data, TABLE), "openai")
+
+    report = margin_report("2026-10", DEFAULT_RATE_CARD, [month])
+
+    assert report.totals.unpriced_events == 3 and report.totals.cost_usd == Decimal("0.15228")
+    assert report_json(report)["unpricedReasons"] == {
+        "no price for Realtime model 'gpt-4o-realtime-preview'": 2, "no usage reported": 1}

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 from simplytalk import collections as col
@@ -28,7 +29,7 @@ from simplytalk.ids import valid_document_id
 from simplytalk.invoicing import card_for
 from simplytalk.margin import AssistantMonth, MarginReport, event_cost, margin_report
 from simplytalk.provider_prices import PriceTable, default_table
-from simplytalk.services.aggregation import read_aggregate
+from simplytalk.services.aggregation import Aggregate, read_aggregate
 from simplytalk.services.rate_cards import list_cards
 
 if TYPE_CHECKING:
@@ -104,11 +105,12 @@ def invoice_lines(db: Client, uid: str, period: str) -> Iterator[tuple[dict[str,
 
 
 def margin(db: Client, period: str, user_id: str | None = None, table: PriceTable | None = None,
-           max_events: int | None = None, page: int = PAGE) -> MarginReport:
+           max_events: int | None = None, page: int = PAGE, workers: int = 8) -> MarginReport:
     """The margin report for `period` ("YYYY-MM", already validated), all users or one.
 
-    `max_events`: refuse (TooManyEvents) rather than read more than this many events, for callers
-    with a deadline (the HTTP endpoint); the CLI reads any number, a page at a time."""
+    Each user's counters and invoices are read by `workers` threads. `max_events`: refuse
+    (TooManyEvents) rather than read more than this many events, for callers with a deadline (the
+    HTTP endpoint); the CLI reads any number, a page at a time."""
     table = table or default_table()
     card = card_for(period, list_cards(db))
     months: dict[tuple[str, str], AssistantMonth] = {}
@@ -127,12 +129,16 @@ def margin(db: Client, period: str, user_id: str | None = None, table: PriceTabl
         provider = data.get("provider") if isinstance(data.get("provider"), str) else None
         month(uid, aid).add_event(event_cost(data, table), provider)
         users.add(uid)
-    for uid in sorted(users):
-        aggregate = read_aggregate(db, uid)
-        for aid, figures in (aggregate.period_assistants.get(period) or {}).items():
-            m = month(uid, aid)
-            m.figures = figures
-            m.provider = m.provider or aggregate.providers.get(aid)
-        for line, status, currency in invoice_lines(db, uid, period):
-            month(uid, line["assistantId"]).add_invoice_line(line, status, currency)
+
+    def billed(uid: str) -> tuple[str, Aggregate, list[tuple[dict[str, Any], str | None, str | None]]]:
+        return uid, read_aggregate(db, uid), list(invoice_lines(db, uid, period))
+
+    with ThreadPoolExecutor(max(1, min(workers, len(users)))) as pool:  # a few reads a user, users at once
+        for uid, aggregate, lines in pool.map(billed, sorted(users)):
+            for aid, figures in (aggregate.period_assistants.get(period) or {}).items():
+                m = month(uid, aid)
+                m.figures = figures
+                m.provider = m.provider or aggregate.providers.get(aid)
+            for line, status, currency in lines:
+                month(uid, line["assistantId"]).add_invoice_line(line, status, currency)
     return margin_report(period, card, months.values(), user_id)
