@@ -6,7 +6,6 @@ the function's timeout and publishes a continuation; the run resumes from its cu
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from simplytalk import logs
@@ -40,9 +39,6 @@ def handle(cloud_event: Any) -> None:
     if summary.failed:  # an operator reruns it (python -m ops.invoicing --period ...): each user is idempotent
         log.error("monthly-invoicing %s: %d users failed: %s", period, len(summary.failed), summary.failed[:20])
     if not summary.completed:
-        from google.cloud import pubsub_v1  # type: ignore[attr-defined]
-        from simplytalk.config import settings
+        from simplytalk.pubsub import publisher
 
-        publisher = pubsub_v1.PublisherClient()
-        topic = publisher.topic_path(settings().project_id, "monthly-invoicing")
-        publisher.publish(topic, json.dumps({"period": period}).encode()).result(timeout=30)
+        publisher().publish("monthly-invoicing", {"period": period})  # raises (so retries) when it cannot
