@@ -77,6 +77,13 @@ def aggregate_token_usage(cloud_event: Any) -> None:
     handle(cloud_event)
 
 
+@functions_framework.cloud_event
+def mirror_usage(cloud_event: Any) -> None:
+    from entrypoints.mirror_usage import handle
+
+    handle(cloud_event)
+
+
 @functions_framework.http
 def vapi_webhook(request: Any) -> Any:
     from entrypoints.vapi_webhook import api

@@ -14,13 +14,25 @@ from simplytalk.config import settings
 from simplytalk.events import DocumentChange, document_event_handler
 from simplytalk.firestore import firestore_client
 from simplytalk.models import UsageEvent
-from simplytalk.services.aggregation import apply_event, rollup, uncountable
+from simplytalk.services.aggregation import MIRROR_TOPIC, Applied, apply_event, mirror_message, rollup, uncountable
 
 log = logs.get_logger("aggregate-token-usage")
 
 
 def _drop(event_id: str, why: str) -> None:
     log.error("usage event %s not counted: %s", event_id, why, extra={"fields": {"eventId": event_id}})
+
+
+def _follow_up(uid: str, applied: Applied) -> None:
+    """The mirrors were rolled up moments ago: have `mirror-usage` see that they cover this event
+    once the interval is out. If that cannot be arranged, the usage-rollup sweep will."""
+    from simplytalk.pubsub import PubSubUnavailable, publisher
+
+    assert applied.commit_time is not None
+    try:
+        publisher().publish(MIRROR_TOPIC, mirror_message(uid, applied.commit_time), {"userId": uid})
+    except PubSubUnavailable as exc:
+        log.warning("mirrors of %s left to the sweep: %s", uid, exc, extra={"fields": {"uid": uid}})
 
 
 @document_event_handler("aggregate-token-usage", age_setting="max_usage_event_age_seconds")
@@ -46,6 +58,8 @@ def handle(change: DocumentChange) -> None:
         return
     try:
         outcome = rollup(db, event.user_id, applied.commit_time)
+        if outcome == "deferred" and applied.commit_time is not None:
+            _follow_up(event.user_id, applied)
     except gexc.InvalidArgument as exc:  # counted; the mirrors catch up on a later event or the sweep
         outcome = "refused"
         log.error("usage event %s counted, mirrors not rolled up: %s", change.document_id, exc,

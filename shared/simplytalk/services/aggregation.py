@@ -18,15 +18,22 @@ The shards are the source of truth (the API sums them). A user's events spread
 over SHARDS documents a year, so a busy user stays under about one write per
 second per document up to about SHARDS events per second.
 
-Mirrors for readers of the documents themselves (`tokenUsage/{uid}` totals and
-recent `usageHistory`, `openaiAssistants/{id}.tokenUsage`) are rolled up from
-the shards by the trigger at most about once per ROLLUP_INTERVAL per user (a
-rollup writes with a precondition on the summary's update time, so concurrent
-rollups do not both write). Within a burst, events after a rollup are
-"deferred": the mirrors catch up on the next event after the interval (the
-usage API reads the shards, so it is always exact), or on the `usage-rollup`
-sweep (Cloud Scheduler, every minute), which rolls up every user whose shards
-changed after their last rollup.
+Mirrors for readers of the documents themselves (`tokenUsage/{uid}`: totals,
+`currentPeriod` with this month's figures and estimated cost, recent
+`usageHistory` in words; `openaiAssistants/{id}.tokenUsage` and `.currentPeriod`)
+are rolled up from the shards by the trigger at most about once per
+ROLLUP_INTERVAL per user (a rollup writes with a precondition on the summary's
+update time, so concurrent rollups do not both write). An event whose trigger
+finds a rollup under ROLLUP_INTERVAL old that does not cover it publishes
+`mirror_message` to MIRROR_TOPIC; the `mirror-usage` function waits the interval
+out and looks again (up to MIRROR_PATIENCE): by then a later rollup covers the
+event or it rolls up itself, so the mirrors are exact about ROLLUP_INTERVAL after
+the last event of a burst. (The trigger does not wait itself: the Firestore
+emulator delivers events one at a time, so a waiting trigger would hold up every
+later event.) The `usage-rollup` sweep (Cloud Scheduler, every minute) stays as
+the safety net for a follow-up that was lost. `currentPeriod`
+moves to a new month on the first rollup of that month (no write burst at
+midnight): until then its `id` says which month it shows.
 """
 
 from __future__ import annotations
@@ -35,21 +42,25 @@ import contextlib
 import datetime as dt
 import hashlib
 import math
+import random
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from simplytalk import collections as col
-from simplytalk.billing import UsageFigures, period_of, seconds_to_millis
-from simplytalk.clock import utcnow
+from simplytalk.billing import RateCard, UsageFigures, period_of, seconds_to_millis
+from simplytalk.clock import rfc3339, utcnow
+from simplytalk.ids import valid_document_id
 from simplytalk.models import UsageEvent
+from simplytalk.usage_views import counts_json, period_json
 
 if TYPE_CHECKING:
     from google.cloud.firestore import Client
 
 SHARDS = 10
 ROLLUP_INTERVAL = 1.0  # seconds
-RECENT_HISTORY = 20
+MIRROR_PATIENCE = 2.5 * ROLLUP_INTERVAL  # how long a trigger waits for the mirrors to cover its event
 FIGURE_FIELDS = ("totalTokens", "inputTokens", "outputTokens", "openaiCallMillis", "vapiCallMillis")
 
 
@@ -207,35 +218,59 @@ def fold_events(events: list[UsageEvent]) -> Aggregate:
 # -- mirrors ------------------------------------------------------------------------
 
 def rollup(db: Client, uid: str, covering: dt.datetime | None,
-           now: Callable[[], dt.datetime] = utcnow) -> str:
-    """Bring the mirrors up to a shard read at or after `covering` (a commit time)."""
+           now: Callable[[], dt.datetime] = utcnow, cards: Callable[[], list[RateCard]] | None = None,
+           patience: float = 0.0, sleep: Callable[[float], None] = time.sleep) -> str:
+    """Bring the mirrors up to a shard read at or after `covering` (a commit time).
+
+    When the last rollup is under ROLLUP_INTERVAL old and does not cover `covering`, wait the
+    interval out (up to `patience` seconds in all) and look again: the last event of a burst is
+    then mirrored about ROLLUP_INTERVAL after its commit, by its own trigger, with no sweep.
+    """
     from google.api_core import exceptions as gexc
     from google.cloud.firestore import Increment
 
+    from simplytalk.invoicing import card_for
+    from simplytalk.services.history import recent_history
+    from simplytalk.services.rate_cards import cached_cards
+
+    load_cards = cards or (lambda: cached_cards(db))
     summary_ref = db.collection(col.TOKEN_USAGE).document(uid)
+    waited = 0.0
     for _ in range(50):
         summary = summary_ref.get()
         state = (summary.to_dict() or {}).get("rollup") or {}
         last = state.get("readTime")
         if covering is not None and isinstance(last, dt.datetime) and last >= covering:
             return "covered"
-        if isinstance(last, dt.datetime) and (now() - last).total_seconds() < ROLLUP_INTERVAL:
-            return "deferred"  # rolled up less than ROLLUP_INTERVAL ago; a later event or the sweep will
+        if isinstance(last, dt.datetime) and (age := (now() - last).total_seconds()) < ROLLUP_INTERVAL:
+            wait = ROLLUP_INTERVAL - max(age, 0.0) + random.uniform(0, 0.05)
+            if waited + wait > patience:
+                return "deferred"  # a later event's trigger or the sweep will
+            sleep(wait)
+            waited += wait
+            continue
         aggregate = read_aggregate(db, uid)
         if aggregate.read_time is None:
             return "nothing"
-        mirrored: dict[str, Any] = state.get("assistants") or {}
+        all_cards = load_cards()
+        period = period_of(now())
+        card = card_for(period, all_cards)
+        this_month = aggregate.period_assistants.get(period, {})
         doc = {
             "userId": uid,
             **_as_fields(aggregate.totals),
-            "usageHistory": recent_history(db, uid),
+            "currentPeriod": {**period_json(period, aggregate.periods.get(period, UsageFigures()), card),
+                              "assistants": {aid: period_json(period, f, card) for aid, f in this_month.items()}},
+            "usageHistory": recent_history(db, uid, all_cards),
             "updatedAt": aggregate.read_time,
             "rollup": {"readTime": aggregate.read_time,
-                       "assistants": {aid: _as_fields(f) for aid, f in aggregate.assistants.items()}},
+                       "assistants": {aid: _as_fields(f) for aid, f in aggregate.assistants.items()},
+                       "period": period,
+                       "periodAssistants": {aid: _as_fields(f) for aid, f in this_month.items()}},
             "rollupCount": Increment(1),  # how often the mirrors were written (<= about 1/s)
         }
         # assistants first: if this fails, the summary still says "not covered" and a retry redoes it
-        _mirror_assistants(db, aggregate, mirrored)
+        _mirror_assistants(db, aggregate, state, period, card)
         try:
             if summary.exists:
                 summary_ref.update(doc, option=db.write_option(last_update_time=summary.update_time))
@@ -247,47 +282,45 @@ def rollup(db: Client, uid: str, covering: dt.datetime | None,
     return "gave-up"
 
 
-def _mirror_assistants(db: Client, aggregate: Aggregate, mirrored: dict[str, Any]) -> None:
+MIRROR_TOPIC = "usage-mirrors"
+
+
+def mirror_message(uid: str, covering: dt.datetime) -> dict[str, str]:
+    """Asks the `mirror-usage` function to see that the mirrors cover a commit time."""
+    return {"userId": uid, "covering": rfc3339(covering)}
+
+
+def parse_mirror_message(message: dict[str, Any]) -> tuple[str, dt.datetime] | None:
+    uid, covering = message.get("userId"), message.get("covering")
+    if not isinstance(uid, str) or not valid_document_id(uid) or not isinstance(covering, str):
+        return None
+    try:
+        moment = dt.datetime.fromisoformat(covering.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return (uid, moment) if moment.tzinfo is not None else None
+
+
+def _mirror_assistants(db: Client, aggregate: Aggregate, state: dict[str, Any], period: str,
+                       card: RateCard) -> None:
+    """Each OpenAI assistant's `tokenUsage` (all time) and `currentPeriod`, written only where they
+    differ from what the last rollup mirrored (`state`): at most one write an assistant, and
+    none for the assistants a burst did not touch (but the first rollup of a month moves them all)."""
     from google.api_core import exceptions as gexc
 
+    lifetime: dict[str, Any] = state.get("assistants") or {}
+    same_period = state.get("period") == period
+    in_period: dict[str, Any] = (state.get("periodAssistants") or {}) if same_period else {}
+    this_month = aggregate.period_assistants.get(period, {})
     for aid, figures in aggregate.assistants.items():
-        if aggregate.providers.get(aid) != "openai" or _from_fields(mirrored.get(aid)) == figures:
+        if aggregate.providers.get(aid) != "openai":
+            continue
+        month = this_month.get(aid, UsageFigures())
+        if same_period and _from_fields(lifetime.get(aid)) == figures and _from_fields(in_period.get(aid)) == month:
             continue
         with contextlib.suppress(gexc.NotFound):  # a deleted assistant's usage stays in shards and events
-            db.collection(col.OPENAI_ASSISTANTS).document(aid).update({"tokenUsage": {
-                "totalTokens": figures.total_tokens, "inputTokens": figures.input_tokens,
-                "outputTokens": figures.output_tokens}})
-
-
-def recent_history(db: Client, uid: str, limit: int = RECENT_HISTORY) -> list[dict[str, Any]]:
-    return [history_entry(s.id, s.to_dict() or {}) for s in history_query(db, uid).limit(limit).stream()]
-
-
-def history_query(db: Client, uid: str) -> Any:
-    """The user's raw events, newest first. The range filter keeps only timestamp occurredAt
-    values (a range matches one type), so a malformed event can never break paging."""
-    from google.cloud.firestore import Query
-    from google.cloud.firestore_v1.base_query import FieldFilter
-
-    return (db.collection(col.USAGE_EVENTS).where(filter=FieldFilter("userId", "==", uid))
-            .where(filter=FieldFilter("occurredAt", ">=", dt.datetime(1970, 1, 1, tzinfo=dt.UTC)))
-            .order_by("occurredAt", direction=Query.DESCENDING)
-            .order_by("__name__", direction=Query.DESCENDING))
-
-
-def history_entry(event_id: str, data: dict[str, Any]) -> dict[str, Any]:
-    usage = data.get("usage") or {}
-    return {
-        "eventId": event_id,
-        "assistantId": data.get("assistantId"),
-        "provider": data.get("provider"),
-        "model": data.get("model"),
-        "occurredAt": data.get("occurredAt"),
-        "totalTokens": int(usage.get("totalTokens") or 0),
-        "inputTokens": int(usage.get("inputTokens") or 0),
-        "outputTokens": int(usage.get("outputTokens") or 0),
-        "callSeconds": data.get("callSeconds"),
-    }
+            db.collection(col.OPENAI_ASSISTANTS).document(aid).update({
+                "tokenUsage": counts_json(figures), "currentPeriod": period_json(period, month, card)})
 
 
 def sweep(db: Client, since: dt.datetime) -> dict[str, str]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import time
 from decimal import Decimal
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
@@ -64,6 +65,20 @@ def list_cards(db: Client) -> list[RateCard]:
     ids = {c.id for c in stored}
     cards = stored + ([DEFAULT_RATE_CARD] if DEFAULT_RATE_CARD.id not in ids else [])
     return sorted(cards, key=card_order)
+
+
+CARDS_TTL_SECONDS = 60.0
+_cached: tuple[float, list[RateCard]] | None = None
+
+
+def cached_cards(db: Client, ttl: float = CARDS_TTL_SECONDS) -> list[RateCard]:
+    """`list_cards`, read at most once a `ttl` per instance (the usage mirrors price every rollup).
+    A card takes effect in a month not yet begun, so a card up to `ttl` old prices this month right."""
+    global _cached
+    moment = time.monotonic()
+    if _cached is None or moment - _cached[0] > ttl:
+        _cached = (moment, list_cards(db))
+    return _cached[1]
 
 
 def next_month_start(now: dt.datetime) -> dt.date:

@@ -1,0 +1,28 @@
+"""How usage figures are shown, the same in the API (`token-usage`) and in the mirrors a
+dashboard listens to (`tokenUsage/{uid}.currentPeriod`, `openaiAssistants/{id}.currentPeriod`). Pure."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from simplytalk.billing import RateCard, UsageFigures, cost_cents, format_minutes
+
+
+def counts_json(figures: UsageFigures) -> dict[str, int]:
+    return {"totalTokens": figures.total_tokens, "inputTokens": figures.input_tokens,
+            "outputTokens": figures.output_tokens}
+
+
+def period_json(period: str, figures: UsageFigures, card: RateCard) -> dict[str, Any]:
+    """One month's figures with their minutes and the cost estimated at that month's card."""
+    token_minutes = figures.openai_minutes(card)
+    vapi_minutes = figures.vapi_minutes()
+    return {
+        "id": period,
+        **counts_json(figures),
+        "tokenMinutes": format_minutes(token_minutes),
+        "vapiMinutes": format_minutes(vapi_minutes),
+        "totalMinutes": format_minutes(token_minutes + vapi_minutes),
+        "estimatedCost": {"amount": cost_cents(token_minutes + vapi_minutes, card), "currency": card.currency},
+        "rateCardId": card.id,
+    }
