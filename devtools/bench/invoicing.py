@@ -77,7 +77,8 @@ def seed(db: Any, with_counters: bool, prefix: str, users: int = USERS, events: 
             add(db.collection("usageEvents").document(event_id), fields)
             merge(shard, shard_delta(UsageEvent.model_validate(fields)))
         if with_counters:
-            add(db.collection("tokenUsage").document(uid).collection("usageShards").document("0"), shard)
+            # one year counter document (`{YYYY}-{k}`, as the trigger names them) with the whole month
+            add(db.collection("tokenUsage").document(uid).collection("usageShards").document(f"{PERIOD[:4]}-0"), shard)
     if writes:
         batch.commit()
 

@@ -81,7 +81,9 @@ def _seed(db: Any, prefix: str, assistants: int, month: int, at: dt.datetime) ->
                       "usage": {"totalTokens": 1830 + k, "inputTokens": 1830 + k, "outputTokens": 0}}
             for key, value in shard_delta(UsageEvent.model_validate(fields)).items():
                 merge(shard.setdefault(key, {}), value)
-        batch.set(db.collection("tokenUsage").document(uid).collection("usageShards").document(str(month)), shard)
+        # a year counter document (`{YYYY}-{k}`, as the trigger names them) for each month seeded
+        counters = db.collection("tokenUsage").document(uid).collection("usageShards")
+        batch.set(counters.document(f"{at.year}-{month}"), shard)
         writes += 2
         if writes >= 400:
             batch.commit()
