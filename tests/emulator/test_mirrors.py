@@ -138,3 +138,29 @@ def test_a_new_month_starts_current_period_at_zero_and_keeps_totals_and_history(
     assistant = db.collection("openaiAssistants").document("asst_mt").get().to_dict()
     assert assistant["currentPeriod"]["id"] == "2026-12" and assistant["currentPeriod"]["totalTokens"] == 60
     assert assistant["tokenUsage"]["totalTokens"] == 1260
+
+
+def test_the_api_serves_the_counters_not_a_lagging_mirror(stack: Stack, db: Any, new_user: Any) -> None:
+    ann = new_user()
+    db.collection("users").document(ann.uid).set({"email": ann.email})
+    url = stack.function_url("openai-assistants")
+    created = requests.post(url, json={"name": "Support"}, headers=ann.headers, timeout=20).json()
+    aid = created["id"]
+    for i, tokens in enumerate((90, 30)):
+        db.collection("usageEvents").document(f"resp_api_{i}").set(openai_event(ann.uid, aid, tokens))
+    wait_for(lambda: read_aggregate(db, ann.uid).totals.total_tokens == 120, timeout=15)
+    wait_for(lambda: _summary(db, ann.uid).get("totalTokens") == 120, timeout=10)
+    # a mirror that lags (as it may, about a second): the API must not show it
+    db.collection("openaiAssistants").document(aid).update({"tokenUsage": {"totalTokens": 1, "inputTokens": 1,
+                                                                           "outputTokens": 0}})
+    exact = {"totalTokens": 120, "inputTokens": 80, "outputTokens": 40}
+    usage = requests.get(stack.function_url("token-usage"), params={"assistantId": aid}, headers=ann.headers,
+                         timeout=10).json()
+
+    assert usage["totals"] == exact
+    assert requests.get(f"{url}/{aid}", headers=ann.headers, timeout=10).json()["tokenUsage"] == exact
+    assert requests.get(url, headers=ann.headers, timeout=10).json()["assistants"][0]["tokenUsage"] == exact
+    both = requests.get(stack.function_url("assistants"), headers=ann.headers, timeout=10).json()
+    assert both["assistants"][0]["tokenUsage"] == exact
+    patched = requests.patch(f"{url}/{aid}", json={"name": "Help"}, headers=ann.headers, timeout=10).json()
+    assert patched["tokenUsage"] == exact

@@ -207,6 +207,17 @@ def read_aggregate(db: Client, uid: str) -> Aggregate:
     return aggregate
 
 
+def assistant_totals(db: Client, uid: str) -> dict[str, UsageFigures]:
+    """Each assistant's all-time figures from the counters (exact, never behind like a mirror):
+    one query over the user's counter documents, only their `assistants` maps."""
+    totals: dict[str, UsageFigures] = {}
+    shards = db.collection(col.TOKEN_USAGE).document(uid).collection(col.USAGE_SHARDS)
+    for snap in shards.select(["assistants"]).stream():
+        for aid, figures in ((snap.to_dict() or {}).get("assistants") or {}).items():
+            totals[aid] = totals.get(aid, UsageFigures()) + _from_fields(figures)
+    return totals
+
+
 def fold_events(events: list[UsageEvent]) -> Aggregate:
     """The aggregate computed straight from raw events (the source of truth)."""
     aggregate = Aggregate()

@@ -26,9 +26,11 @@ from typing import TYPE_CHECKING, Any
 
 from simplytalk import collections as col
 from simplytalk.assistant_input import AssistantCreate, AssistantPatch
+from simplytalk.billing import UsageFigures
 from simplytalk.errors import Aborted, NotFound, ResourceExhausted
 from simplytalk.models import OpenAIAssistant, TokenCounts
 from simplytalk.paging import decode_token, encode_token
+from simplytalk.services.aggregation import assistant_totals
 
 if TYPE_CHECKING:
     from google.cloud.firestore import Client, DocumentSnapshot, Query
@@ -94,7 +96,8 @@ def _owned(snap: DocumentSnapshot, uid: str) -> dict[str, Any]:
 
 def get_assistant(db: Client, uid: str, assistant_id: str) -> OpenAIAssistant:
     snap = db.collection(col.OPENAI_ASSISTANTS).document(assistant_id).get()
-    return _from_doc(snap.id, _owned(snap, uid))
+    found = _from_doc(snap.id, _owned(snap, uid))
+    return _with_usage(found, assistant_totals(db, uid))
 
 
 def update_assistant(db: Client, uid: str, assistant_id: str, patch: AssistantPatch,
@@ -108,7 +111,7 @@ def update_assistant(db: Client, uid: str, assistant_id: str, patch: AssistantPa
         ref.update(changes)
     except gexc.NotFound as exc:  # deleted in between
         raise NotFound("assistant not found") from exc
-    return _from_doc(assistant_id, {**current, **changes})
+    return _with_usage(_from_doc(assistant_id, {**current, **changes}), assistant_totals(db, uid))
 
 
 def delete_assistant(db: Client, uid: str, assistant_id: str) -> None:
@@ -138,6 +141,18 @@ def _from_doc(doc_id: str, data: dict[str, Any]) -> OpenAIAssistant:
     return OpenAIAssistant.model_validate({**data, "id": doc_id})
 
 
+def _counts(figures: UsageFigures | None) -> TokenCounts:
+    figures = figures or UsageFigures()
+    return TokenCounts(total_tokens=figures.total_tokens, input_tokens=figures.input_tokens,
+                       output_tokens=figures.output_tokens)
+
+
+def _with_usage(assistant: OpenAIAssistant, totals: dict[str, UsageFigures]) -> OpenAIAssistant:
+    """The assistant with its token usage from the counters, as token-usage reports it (the
+    document's `tokenUsage` is a mirror, rolled up about a second behind)."""
+    return assistant.model_copy(update={"token_usage": _counts(totals.get(assistant.id))})
+
+
 @dataclass
 class Page:
     items: list[dict[str, Any]]
@@ -157,7 +172,8 @@ def list_openai_assistants(db: Client, uid: str, size: int, token: str | None) -
     if cursor:
         query = query.start_after({"createdAt": _parse_time(cursor["createdAt"]), "__name__": cursor["id"]})
     docs = list(query.limit(size + 1).stream())
-    items = [_from_doc(d.id, d.to_dict() or {}) for d in docs[:size]]
+    totals = assistant_totals(db, uid) if docs else {}
+    items = [_with_usage(_from_doc(d.id, d.to_dict() or {}), totals) for d in docs[:size]]
     next_token = None
     if len(docs) > size:
         last = items[-1]
@@ -245,7 +261,8 @@ def sync_listed_at(db: Client, assistant_id: str) -> ListedAtOutcome:
     raise Aborted(f"assistants/{assistant_id} changes too often to set listedAt; try again")
 
 
-def _summary(provider: str, doc_id: str, data: dict[str, Any]) -> dict[str, Any]:
+def _summary(provider: str, doc_id: str, data: dict[str, Any],
+             totals: dict[str, UsageFigures]) -> dict[str, Any]:
     created = _parse_time(data.get("createdAt"))
     updated = data.get("updatedAt")
     item: dict[str, Any] = {
@@ -256,7 +273,7 @@ def _summary(provider: str, doc_id: str, data: dict[str, Any]) -> dict[str, Any]
         "updatedAt": _rfc3339(_parse_time(updated)) if updated else None,
     }
     if provider == "openai":
-        item["tokenUsage"] = TokenCounts.model_validate(data.get("tokenUsage") or {}).to_json()
+        item["tokenUsage"] = _counts(totals.get(doc_id)).to_json()
         item["isSubscribed"] = data.get("isSubscribed") is True
     else:
         seconds = data.get("callSeconds")
@@ -297,6 +314,7 @@ def list_all_assistants(db: Client, uid: str, size: int, token: str | None) -> P
     cursor = decode_token(token, ("createdAt", "provider", "id"), times=("createdAt",), ids=("id",))
     after: SortKey | None = (cursor["createdAt"], cursor["provider"], cursor["id"]) if cursor else None
     keyed: list[tuple[SortKey, dict[str, Any]]] = []
+    totals = assistant_totals(db, uid)
     for provider, collection, field in PROVIDERS:
         query = (db.collection(collection)
                  .where(filter=FieldFilter("userId", "==", uid))
@@ -309,7 +327,7 @@ def list_all_assistants(db: Client, uid: str, size: int, token: str | None) -> P
             # keyed by the field the query orders by, so pages follow the queries even while
             # the trigger has yet to move a vapi listedAt after a change of createdAt
             keyed.append(((_rfc3339(_parse_time(data.get(field))), provider, doc.id),
-                          _summary(provider, doc.id, data)))
+                          _summary(provider, doc.id, data, totals)))
 
     keyed.sort(key=lambda pair: pair[0], reverse=True)
     if after:  # the queries start there already; this only guards the merge
