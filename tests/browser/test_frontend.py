@@ -54,6 +54,7 @@ EXPECTED: dict[str, int] = {
     "billing.invoiceMissing": 404,
     "billing.rateCards": 200,
     "billing.addRateCard": 403,  # needs the admin claim
+    "billing.margin": 403,  # needs the admin claim
     "billing.setupIntent": 201,
     "billing.subscription": 200,
     "billing.subscribe": 400,  # FAILED_PRECONDITION: no card yet

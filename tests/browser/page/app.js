@@ -152,6 +152,7 @@ async function runAll(cfg) {
   await call("billing.invoiceMissing", "GET", `${billing}/invoices/no-such-invoice`, { token });
   await call("billing.rateCards", "GET", `${billing}/rate-cards`, { token });
   await call("billing.addRateCard", "POST", `${billing}/rate-cards`, { token, json: {} });
+  await call("billing.margin", "GET", `${billing}/margin?period=2026-10`, { token });
   await call("billing.setupIntent", "POST", `${billing}/setup-intent`, { token });
   await call("billing.subscription", "GET", `${billing}/subscription`, { token });
   await call("billing.subscribe", "POST", `${billing}/subscription`, { token });
