@@ -14,7 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from devtools.bench import assistants, imports, invoicing, migrations, realtime, stripe_calls, usage
+from devtools.bench import assistants, imports, invoicing, migrations, mirrors, realtime, stripe_calls, usage
 from devtools.manifest import ROOT
 from devtools.stack import Ports, Stack
 
@@ -22,6 +22,7 @@ BENCHMARKS: dict[str, Callable[[Stack], dict[str, Any]]] = {
     "imports": imports.run,
     "assistants": assistants.run,
     "usage": usage.run,
+    "mirrors": mirrors.run,
     "invoicing": invoicing.run,
     "stripe": stripe_calls.run,
     "migrations": migrations.run,

@@ -43,6 +43,7 @@ class _Counter(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientIntercept
     def __init__(self) -> None:
         self.calls: collections.Counter[str] = collections.Counter()
         self.reads = 0
+        self.writes = 0
         self._lock = threading.Lock()
 
     def add_reads(self, n: int) -> None:
@@ -60,6 +61,9 @@ class _Counter(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientIntercept
 
     def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
         self._count(details)
+        if details.method.endswith("/Commit"):  # a batch's or a transaction's writes (billed each)
+            with self._lock:
+                self.writes += len(request.writes)
         return continuation(details, request)
 
     def intercept_unary_stream(self, continuation: Any, details: Any, request: Any) -> Any:
@@ -73,6 +77,11 @@ class _Counter(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientIntercept
     def intercept_stream_stream(self, continuation: Any, details: Any, request_iterator: Any) -> Any:
         self._count(details)
         return continuation(details, request_iterator)
+
+    def take_writes(self) -> int:
+        with self._lock:
+            writes, self.writes = self.writes, 0
+            return writes
 
     def take(self) -> int:
         with self._lock:

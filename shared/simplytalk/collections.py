@@ -6,6 +6,7 @@ OPENAI_ASSISTANTS = "openaiAssistants"
 TOKEN_USAGE = "tokenUsage"
 USAGE_EVENTS = "usageEvents"
 USAGE_SHARDS = "usageShards"  # tokenUsage/{uid}/usageShards/{YYYY}-{k}: a year's counters (legacy: {k})
+ROLLUP_LEASES = "rollupLease"  # tokenUsage/{uid}/rollupLease/current: one mirror rollup at a time
 APPLIED_EVENTS = "applied"  # tokenUsage/{uid}/applied/{eventId}: counted-once markers
 RATE_CARDS = "rateCards"
 INVOICES = "invoices"

@@ -2,7 +2,7 @@
 x {get, list, listAll, create, update, delete}, each cell's expected outcome written down in
 MATRIX below and checked against the emulator with the role's real ID token.
 
-Matrix size: 23 collections x 4 roles x 6 operations = 552 cells.
+Matrix size: 24 collections x 4 roles x 6 operations = 576 cells.
 
 Roles (each acts on the *owner's* data; `owner` is the user the seeded documents belong to):
   anonymous  no ID token at all
@@ -69,6 +69,7 @@ OWNED_BY: dict[str, str] = {
     "tokenUsage/{uid}": "uid",
     "tokenUsage/{uid}/usageShards/{shard}": "parent",
     "tokenUsage/{uid}/applied/{eventId}": "parent",
+    "tokenUsage/{uid}/rollupLease/{lease}": "parent",
     "usageEvents/{eventId}": "userId",
     "openaiAssistants/{assistantId}": "userId",
     "assistants/{assistantId}": "userId",
@@ -106,6 +107,10 @@ tokenUsage/{uid}/usageShards/{shard}         anonymous  deny   deny   deny    de
                                              other      deny   deny   deny    deny   deny   deny
                                              admin      deny   deny   deny    deny   deny   deny
 tokenUsage/{uid}/applied/{eventId}           anonymous  deny   deny   deny    deny   deny   deny
+                                             owner      deny   deny   deny    deny   deny   deny
+                                             other      deny   deny   deny    deny   deny   deny
+                                             admin      deny   deny   deny    deny   deny   deny
+tokenUsage/{uid}/rollupLease/{lease}         anonymous  deny   deny   deny    deny   deny   deny
                                              owner      deny   deny   deny    deny   deny   deny
                                              other      deny   deny   deny    deny   deny   deny
                                              admin      deny   deny   deny    deny   deny   deny

@@ -60,7 +60,10 @@ if TYPE_CHECKING:
 
 SHARDS = 10
 ROLLUP_INTERVAL = 1.0  # seconds
-MIRROR_PATIENCE = 2.5 * ROLLUP_INTERVAL  # how long a trigger waits for the mirrors to cover its event
+MIRROR_PATIENCE = 2.5 * ROLLUP_INTERVAL  # how long a follow-up waits for the mirrors to cover its event
+LEASE_SECONDS = 10.0  # a rollup takes well under a second; a dead holder's lease lapses after this
+EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+LEASE_POLL = 0.1  # seconds between looks while another rollup holds the lease
 FIGURE_FIELDS = ("totalTokens", "inputTokens", "outputTokens", "openaiCallMillis", "vapiCallMillis")
 
 
@@ -233,64 +236,125 @@ def rollup(db: Client, uid: str, covering: dt.datetime | None,
            patience: float = 0.0, sleep: Callable[[float], None] = time.sleep) -> str:
     """Bring the mirrors up to a shard read at or after `covering` (a commit time).
 
-    When the last rollup is under ROLLUP_INTERVAL old and does not cover `covering`, wait the
-    interval out (up to `patience` seconds in all) and look again: the last event of a burst is
-    then mirrored about ROLLUP_INTERVAL after its commit, by its own trigger, with no sweep.
+    One rollup at a time per user (a lease), at most one every ROLLUP_INTERVAL. When the last
+    rollup is too recent or another is under way, wait (up to `patience` seconds in all) and
+    look again; past that, "deferred". Outcomes: covered, rolled-up, deferred, nothing (no
+    counters), gave-up.
     """
-    from google.api_core import exceptions as gexc
-    from google.cloud.firestore import Increment
-
-    from simplytalk.invoicing import card_for
-    from simplytalk.services.history import recent_history
     from simplytalk.services.rate_cards import cached_cards
 
     load_cards = cards or (lambda: cached_cards(db))
     summary_ref = db.collection(col.TOKEN_USAGE).document(uid)
     waited = 0.0
-    for _ in range(50):
+    for _ in range(100):
         summary = summary_ref.get()
         state = (summary.to_dict() or {}).get("rollup") or {}
         last = state.get("readTime")
         if covering is not None and isinstance(last, dt.datetime) and last >= covering:
             return "covered"
+        wait = 0.0
         if isinstance(last, dt.datetime) and (age := (now() - last).total_seconds()) < ROLLUP_INTERVAL:
-            wait = ROLLUP_INTERVAL - max(age, 0.0) + random.uniform(0, 0.05)
-            if waited + wait > patience:
-                return "deferred"  # a later event's trigger or the sweep will
-            sleep(wait)
-            waited += wait
-            continue
-        aggregate = read_aggregate(db, uid)
-        if aggregate.read_time is None:
-            return "nothing"
-        all_cards = load_cards()
-        period = period_of(now())
-        card = card_for(period, all_cards)
-        this_month = aggregate.period_assistants.get(period, {})
-        doc = {
-            "userId": uid,
-            **_as_fields(aggregate.totals),
-            "currentPeriod": {**period_json(period, aggregate.periods.get(period, UsageFigures()), card),
-                              "assistants": {aid: period_json(period, f, card) for aid, f in this_month.items()}},
-            "usageHistory": recent_history(db, uid, all_cards),
-            "updatedAt": aggregate.read_time,
-            "rollup": {"readTime": aggregate.read_time,
-                       "assistants": {aid: _as_fields(f) for aid, f in aggregate.assistants.items()},
-                       "period": period,
-                       "periodAssistants": {aid: _as_fields(f) for aid, f in this_month.items()}},
-            "rollupCount": Increment(1),  # how often the mirrors were written (<= about 1/s)
-        }
-        # assistants first: if this fails, the summary still says "not covered" and a retry redoes it
-        _mirror_assistants(db, aggregate, state, period, card)
-        try:
-            if summary.exists:
-                summary_ref.update(doc, option=db.write_option(last_update_time=summary.update_time))
+            wait = ROLLUP_INTERVAL - max(age, 0.0) + random.uniform(0, 0.05)  # too recent
+        else:
+            lease = _claim(db, uid, last, now)
+            if lease is None:  # another rollup is under way: see what it covers
+                wait = LEASE_POLL + random.uniform(0, LEASE_POLL)
             else:
-                summary_ref.create({**doc, "createdAt": aggregate.read_time})
-        except (gexc.FailedPrecondition, gexc.AlreadyExists, gexc.Aborted):
-            continue  # another rollup got there; look again
-        return "rolled-up"
+                outcome = "lost"
+                try:
+                    outcome = _roll_up(db, summary, state, now, load_cards)
+                finally:
+                    if outcome != "rolled-up":
+                        _release(db, lease)  # the next rollup need not wait for it to lapse
+                if outcome != "lost":
+                    return outcome
+                continue  # the summary changed under us: look again
+        if waited + wait > patience:
+            return "deferred"  # a follow-up (mirror-usage) or the sweep will
+        sleep(wait)
+        waited += wait
     return "gave-up"
+
+
+def _roll_up(db: Client, summary: Any, state: dict[str, Any], now: Callable[[], dt.datetime],
+             load_cards: Callable[[], list[RateCard]]) -> str:
+    """One rollup, under the lease: read the counters, write the assistants' and the summary's
+    mirrors. "lost" when the summary changed since it was read."""
+    from google.api_core import exceptions as gexc
+    from google.cloud.firestore import Increment
+
+    from simplytalk.invoicing import card_for
+    from simplytalk.services.history import recent_history
+
+    uid = summary.id
+    aggregate = read_aggregate(db, uid)
+    if aggregate.read_time is None:
+        return "nothing"
+    all_cards = load_cards()
+    period = period_of(now())
+    card = card_for(period, all_cards)
+    this_month = aggregate.period_assistants.get(period, {})
+    doc = {
+        "userId": uid,
+        **_as_fields(aggregate.totals),
+        "currentPeriod": {**period_json(period, aggregate.periods.get(period, UsageFigures()), card),
+                          "assistants": {aid: period_json(period, f, card) for aid, f in this_month.items()}},
+        "usageHistory": recent_history(db, uid, all_cards),
+        "updatedAt": aggregate.read_time,
+        "rollup": {"readTime": aggregate.read_time,
+                   "assistants": {aid: _as_fields(f) for aid, f in aggregate.assistants.items()},
+                   "period": period,
+                   "periodAssistants": {aid: _as_fields(f) for aid, f in this_month.items()}},
+        "rollupCount": Increment(1),  # how often the mirrors were written (<= about 1/s)
+    }
+    # assistants first: if this fails, the summary still says "not covered" and a retry redoes it
+    _mirror_assistants(db, aggregate, state, period, card)
+    summary_ref = summary.reference
+    try:
+        if summary.exists:
+            summary_ref.update(doc, option=db.write_option(last_update_time=summary.update_time))
+        else:
+            summary_ref.create({**doc, "createdAt": aggregate.read_time})
+    except (gexc.FailedPrecondition, gexc.AlreadyExists, gexc.Aborted):
+        return "lost"
+    return "rolled-up"
+
+
+def _lease_ref(db: Client, uid: str) -> Any:
+    return db.collection(col.TOKEN_USAGE).document(uid).collection(col.ROLLUP_LEASES).document("current")
+
+
+def _claim(db: Client, uid: str, last: Any, now: Callable[[], dt.datetime]) -> Any:
+    """Take the user's rollup lease (`tokenUsage/{uid}/rollupLease/current`), so concurrent
+    triggers and follow-ups do not all read the counters and write the assistants only for all but
+    one to lose the summary's precondition. The lease names the rollup it follows (`over`, the
+    summary's readTime when taken): a newer summary releases it, and a holder that died loses it
+    after LEASE_SECONDS. Returns the lease's write time (None: another holds it)."""
+    from google.api_core import exceptions as gexc
+
+    ref = _lease_ref(db, uid)
+    snap = ref.get()
+    lease = snap.to_dict() or {}
+    until = lease.get("until")
+    if isinstance(until, dt.datetime) and until > now() and lease.get("over") == last:
+        return None
+    fields = {"until": now() + dt.timedelta(seconds=LEASE_SECONDS), "over": last}
+    try:
+        if snap.exists:
+            result = ref.update(fields, option=db.write_option(last_update_time=snap.update_time))
+        else:
+            result = ref.create(fields)
+    except (gexc.FailedPrecondition, gexc.AlreadyExists, gexc.Aborted, gexc.NotFound):
+        return None  # another rollup claimed it first
+    return (uid, result.update_time)
+
+
+def _release(db: Client, lease: tuple[str, Any]) -> None:
+    from google.api_core import exceptions as gexc
+
+    uid, taken = lease
+    with contextlib.suppress(gexc.FailedPrecondition, gexc.NotFound, gexc.Aborted):  # taken over or gone
+        _lease_ref(db, uid).update({"until": EPOCH}, option=db.write_option(last_update_time=taken))
 
 
 MIRROR_TOPIC = "usage-mirrors"
