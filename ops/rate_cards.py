@@ -16,8 +16,8 @@ import sys
 from simplytalk.clock import utcnow
 from simplytalk.errors import ApiError
 from simplytalk.firestore import firestore_client
-from simplytalk.http import parse_model
 from simplytalk.services.rate_cards import RateCardInput, add_card, card_json, list_cards
+from simplytalk.validation import parse_model
 
 
 def main(argv: list[str] | None = None) -> int:

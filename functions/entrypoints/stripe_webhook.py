@@ -13,7 +13,7 @@ from simplytalk import logs
 from simplytalk.api_models import StripeEvent, StripeReceived
 from simplytalk.clock import utcnow
 from simplytalk.config import settings
-from simplytalk.errors import ConfigError, InvalidArgument
+from simplytalk.errors import ConfigError, InvalidInput
 from simplytalk.firestore import firestore_client
 from simplytalk.http import Api, ApiRequest, Reply
 from simplytalk.services.payments import process_event
@@ -38,7 +38,7 @@ def receive(req: ApiRequest) -> Reply:
         stripe.WebhookSignature.verify_header(payload, req.raw.headers.get("Stripe-Signature", ""), secret,
                                               tolerance=TOLERANCE_SECONDS)
     except (stripe.SignatureVerificationError, UnicodeDecodeError) as exc:
-        raise InvalidArgument("invalid Stripe signature") from exc
+        raise InvalidInput("invalid Stripe signature") from exc
     try:
         event = json.loads(payload)
     except (ValueError, RecursionError):

@@ -4,9 +4,9 @@ from simplytalk import logs
 from simplytalk.api_models import VapiReceived, VapiServerMessage
 from simplytalk.clock import utcnow
 from simplytalk.config import settings
-from simplytalk.errors import InvalidArgument
+from simplytalk.errors import InvalidInput
 from simplytalk.firestore import firestore_client
-from simplytalk.http import Api, ApiRequest, Reply, parse_model
+from simplytalk.http import Api, ApiRequest, Reply
 from simplytalk.services.vapi import (
     EndOfCallReport,
     Limits,
@@ -15,6 +15,7 @@ from simplytalk.services.vapi import (
     parse_body,
     record_end_of_call,
 )
+from simplytalk.validation import parse_model
 
 # End-of-call reports carry the whole transcript: allow large bodies here.
 api = Api("vapi-webhook", max_body_bytes=8 * 1024 * 1024, cors=False)
@@ -32,7 +33,7 @@ def receive(req: ApiRequest) -> Reply:
     body = parse_body(raw)
     message = body.get("message") if isinstance(body, dict) else None
     if not isinstance(message, dict) or not isinstance(message.get("type"), str):
-        raise InvalidArgument("body must be a vapi server message: {message: {type, ...}}")
+        raise InvalidInput("body must be a vapi server message: {message: {type, ...}}")
     if message["type"] != "end-of-call-report":
         return Reply(200, {"received": True})  # other messages are acknowledged and ignored
     report = parse_model(EndOfCallReport, message)

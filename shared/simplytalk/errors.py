@@ -32,15 +32,20 @@ class ApiError(SimplyTalkError):
         self.details = details or []
 
 
-class InvalidArgument(ApiError):
-    """The request is malformed; the details name the fields."""
+class InvalidInput(ApiError):
+    """The input is not acceptable; the details name the fields."""
+
+    @classmethod
+    def of(cls, field: str, problem: str) -> InvalidInput:
+        """One field at fault: `InvalidInput.of("period", "must be YYYY-MM")`."""
+        return cls(f"{field}: {problem}", [FieldViolation(field, problem)])
 
 
 class Unauthenticated(ApiError):
     """No valid credentials."""
 
 
-class PaymentRequired(ApiError):
+class PaymentNeeded(ApiError):
     """The caller must add a payment method or subscribe first."""
 
 
@@ -74,7 +79,7 @@ class PayloadTooLarge(ApiError):
     """The request body is over the limit."""
 
 
-class ResourceExhausted(ApiError):
+class LimitReached(ApiError):
     """A quota or rate limit; `retry_after` (seconds) says when trying again may work."""
 
     def __init__(self, message: str, details: list[FieldViolation] | None = None,

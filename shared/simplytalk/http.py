@@ -22,7 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 
 from simplytalk import logs
 from simplytalk.auth import Caller, bearer_token, verify_id_token
@@ -32,18 +32,18 @@ from simplytalk.errors import (
     ApiError,
     Conflict,
     FailedPrecondition,
-    FieldViolation,
-    InvalidArgument,
+    InvalidInput,
+    LimitReached,
     MethodNotAllowed,
     NotFound,
     PayloadTooLarge,
-    PaymentRequired,
+    PaymentNeeded,
     PermissionDenied,
-    ResourceExhausted,
     Unauthenticated,
     Unavailable,
 )
 from simplytalk.ids import valid_document_id
+from simplytalk.validation import parse_model
 
 if TYPE_CHECKING:
     import flask
@@ -52,9 +52,9 @@ log = logs.get_logger("http")
 
 # The contract's HTTP status and canonical status for each error (AIP-193), in one place.
 ERROR_STATUS: dict[type[ApiError], tuple[int, str]] = {
-    InvalidArgument: (400, "INVALID_ARGUMENT"),
+    InvalidInput: (400, "INVALID_ARGUMENT"),
     Unauthenticated: (401, "UNAUTHENTICATED"),
-    PaymentRequired: (402, "FAILED_PRECONDITION"),
+    PaymentNeeded: (402, "FAILED_PRECONDITION"),
     PermissionDenied: (403, "PERMISSION_DENIED"),
     FailedPrecondition: (400, "FAILED_PRECONDITION"),
     NotFound: (404, "NOT_FOUND"),
@@ -62,7 +62,7 @@ ERROR_STATUS: dict[type[ApiError], tuple[int, str]] = {
     Conflict: (409, "ALREADY_EXISTS"),
     Aborted: (409, "ABORTED"),
     PayloadTooLarge: (413, "OUT_OF_RANGE"),
-    ResourceExhausted: (429, "RESOURCE_EXHAUSTED"),
+    LimitReached: (429, "RESOURCE_EXHAUSTED"),
     Unavailable: (503, "UNAVAILABLE"),
 }
 INTERNAL = (500, "INTERNAL")
@@ -117,42 +117,16 @@ class ApiRequest:
     def json(self) -> Any:
         data = self.body()
         if not data.strip():
-            raise InvalidArgument("request body must be a JSON object")
+            raise InvalidInput("request body must be a JSON object")
         try:
             return json.loads(data)
         except (ValueError, UnicodeDecodeError) as exc:
-            raise InvalidArgument(f"request body is not valid JSON: {exc}") from exc
+            raise InvalidInput(f"request body is not valid JSON: {exc}") from exc
         except RecursionError as exc:  # nested deeper than any request of ours
-            raise InvalidArgument("request body is nested too deeply") from exc
+            raise InvalidInput("request body is nested too deeply") from exc
 
     def parse(self, model: type[M]) -> M:
         return parse_model(model, self.json())
-
-
-def parse_model(model: type[M], data: Any) -> M:
-    try:
-        return model.model_validate(data)
-    except ValidationError as exc:
-        raise invalid_argument_from(exc) from exc
-
-
-def invalid_argument_from(exc: ValidationError) -> InvalidArgument:
-    details = [
-        FieldViolation(
-            field=".".join(str(p) for p in err["loc"]) or "body",
-            description=_describe(err),
-        )
-        for err in exc.errors(include_url=False)
-    ]
-    summary = "; ".join(f"{d.field}: {d.description}" for d in details)
-    return InvalidArgument(summary or "invalid request", details)
-
-
-def _describe(err: Any) -> str:
-    if err["type"] == "extra_forbidden":
-        return "unknown field"
-    message = str(err["msg"])
-    return message.removeprefix("Value error, ")
 
 
 Handler = Callable[[ApiRequest], Reply]
@@ -312,7 +286,7 @@ def error_response(exc: ApiError) -> tuple[str, int, dict[str, str]]:
     headers = dict(JSON_HEADERS)
     if isinstance(exc, MethodNotAllowed):
         headers["Allow"] = ", ".join(exc.allowed)
-    if isinstance(exc, ResourceExhausted) and exc.retry_after is not None:
+    if isinstance(exc, LimitReached) and exc.retry_after is not None:
         headers["Retry-After"] = str(exc.retry_after)
     if code >= 500:
         log.error("%s: %s", status, exc.message)

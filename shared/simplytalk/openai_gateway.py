@@ -1,7 +1,7 @@
 """OpenAI Realtime through the official SDK: create and hang up calls, watch their sideband.
 
 One lazily created client per instance. OpenAI's errors are mapped here to the
-library's own (`InvalidArgument` for an offer OpenAI refuses, `ResourceExhausted`
+library's own (`InvalidInput` for an offer OpenAI refuses, `LimitReached`
 for its rate limits, `Unavailable` for the rest); the sideband's outcomes are
 `CallGone` (OpenAI no longer knows the call) and `SidebandLost` (the connection
 broke; reconnecting may work).
@@ -20,8 +20,8 @@ from simplytalk.config import settings
 from simplytalk.errors import (
     ConfigError,
     FieldViolation,
-    InvalidArgument,
-    ResourceExhausted,
+    InvalidInput,
+    LimitReached,
     SimplyTalkError,
     Unavailable,
 )
@@ -110,13 +110,13 @@ class OpenAIRealtime:
         except openai.BadRequestError as exc:
             param = getattr(exc, "param", None) or ""
             if param == "sdp" or "sdp" in str(exc).lower():
-                raise InvalidArgument("sdp: OpenAI refused the SDP offer",
-                                      [FieldViolation("sdp", "OpenAI refused the SDP offer")]) from exc
+                raise InvalidInput("sdp: OpenAI refused the SDP offer",
+                                   [FieldViolation("sdp", "OpenAI refused the SDP offer")]) from exc
             log.error("OpenAI refused the session the server built: %s", exc)
             raise Unavailable("voice calls are unavailable right now") from exc
         except openai.RateLimitError as exc:
-            raise ResourceExhausted("OpenAI is rate limiting calls; try again shortly",
-                                    retry_after=_retry_after(exc) or 5) from exc
+            raise LimitReached("OpenAI is rate limiting calls; try again shortly",
+                               retry_after=_retry_after(exc) or 5) from exc
         except (openai.AuthenticationError, openai.PermissionDeniedError) as exc:
             log.error("OpenAI refused the server's credentials: %s", exc)
             raise Unavailable("voice calls are unavailable right now") from exc

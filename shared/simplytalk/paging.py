@@ -8,7 +8,7 @@ import datetime as dt
 import json
 from typing import Any
 
-from simplytalk.errors import FieldViolation, InvalidArgument
+from simplytalk.errors import InvalidInput
 from simplytalk.ids import valid_document_id
 
 DEFAULT_PAGE_SIZE = 20
@@ -24,7 +24,7 @@ def page_size(raw: str | None, default: int = DEFAULT_PAGE_SIZE, maximum: int = 
         size = 0
     if not 1 <= size <= maximum:
         message = f"must be an integer from 1 to {maximum}"
-        raise InvalidArgument(f"pageSize: {message}", [FieldViolation("pageSize", message)])
+        raise InvalidInput.of("pageSize", message)
     return size
 
 
@@ -48,8 +48,7 @@ def decode_token(token: str | None, required: tuple[str, ...], times: tuple[str,
         assert isinstance(cursor, dict)
         ok = all(valid_document_id(cursor[k]) for k in ids) and all(_is_time(cursor[k]) for k in times)
     if not ok:
-        raise InvalidArgument("pageToken: not a token this API issued",
-                              [FieldViolation("pageToken", "not a token this API issued")])
+        raise InvalidInput.of("pageToken", "not a token this API issued")
     return cursor
 
 

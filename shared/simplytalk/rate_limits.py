@@ -14,7 +14,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
-from simplytalk.errors import ConfigError, ResourceExhausted
+from simplytalk.errors import ConfigError, LimitReached
 
 if TYPE_CHECKING:
     from google.cloud.firestore import Client
@@ -64,14 +64,14 @@ def admit(state: Mapping[str, Any] | None, limit: Limit, now: float) -> tuple[di
     return {"window": window, "count": count + 1}, None
 
 
-def refused(action: str, limit: Limit, retry_after: int) -> ResourceExhausted:
-    return ResourceExhausted(f"rate limit: at most {limit.count} {action} requests per {limit.per_seconds} s; "
-                             f"retry in {retry_after} s", retry_after=retry_after)
+def refused(action: str, limit: Limit, retry_after: int) -> LimitReached:
+    return LimitReached(f"rate limit: at most {limit.count} {action} requests per {limit.per_seconds} s; "
+                        f"retry in {retry_after} s", retry_after=retry_after)
 
 
 class RateLimiter(Protocol):
     def take(self, uid: str, action: str) -> None:
-        """Count one request; ResourceExhausted (with retry_after) when over the limit."""
+        """Count one request; LimitReached (with retry_after) when over the limit."""
 
 
 class FirestoreRateLimiter:

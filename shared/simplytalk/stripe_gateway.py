@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 from simplytalk import logs
 from simplytalk.config import settings
-from simplytalk.errors import Aborted, ConfigError, FailedPrecondition, PaymentRequired, Unavailable
+from simplytalk.errors import Aborted, ConfigError, FailedPrecondition, PaymentNeeded, Unavailable
 
 if TYPE_CHECKING:
     import stripe
@@ -70,7 +70,7 @@ def stripe_errors() -> Iterator[None]:
     try:
         yield
     except stripe.CardError as exc:
-        raise PaymentRequired(exc.user_message or "the card was declined") from exc
+        raise PaymentNeeded(exc.user_message or "the card was declined") from exc
     except stripe.IdempotencyError as exc:
         # a key reused with other parameters, or one still in use: the caller sends a new key or waits
         raise Aborted("a request with this Idempotency-Key is in progress or had other parameters; "

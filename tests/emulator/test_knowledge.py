@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 import requests
-from simplytalk.errors import NotFound, ResourceExhausted
+from simplytalk.errors import LimitReached, NotFound
 from simplytalk.scraping import BlockedAddress, FetchError, FetchPolicy, FetchTimeout, Page, fetch
 from simplytalk.services.knowledge import (
     MAX_CONTENT_CHARS,
@@ -231,7 +231,7 @@ def test_the_cooldown_ends_and_holds_under_concurrency(db: Any, ann: Any, pages:
     now = dt.datetime.now(dt.UTC)
 
     scrape_now(db, ann.uid, "kb2", LOCAL, now, cooldown_seconds=60)
-    with pytest.raises(ResourceExhausted) as held:
+    with pytest.raises(LimitReached) as held:
         scrape_now(db, ann.uid, "kb2", LOCAL, now + dt.timedelta(seconds=45), cooldown_seconds=60)
     scrape_now(db, ann.uid, "kb2", LOCAL, now + dt.timedelta(seconds=60), cooldown_seconds=60)
     with pytest.raises(NotFound):
@@ -245,7 +245,7 @@ def test_the_cooldown_ends_and_holds_under_concurrency(db: Any, ann: Any, pages:
         try:
             claim_scrape(db, ann.uid, "kb2", later, 60)
             outcomes.append("claimed")
-        except ResourceExhausted:
+        except LimitReached:
             outcomes.append("refused")
 
     racers = [threading.Thread(target=claim) for _ in range(3)]

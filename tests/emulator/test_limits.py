@@ -11,7 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import requests
-from simplytalk.errors import ResourceExhausted
+from simplytalk.errors import LimitReached
 from simplytalk.rate_limits import FirestoreRateLimiter, Limit
 
 from devtools.emulator_auth import AuthUser, set_claims
@@ -27,7 +27,7 @@ def test_a_limit_holds_across_instances(db: Any, new_user: Any) -> None:
         try:
             instances[i % len(instances)].take(uid, "scrape")
             return True
-        except ResourceExhausted as exc:
+        except LimitReached as exc:
             assert exc.retry_after is not None and 1 <= exc.retry_after <= 60
             return False
 

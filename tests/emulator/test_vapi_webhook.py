@@ -272,7 +272,7 @@ def test_oversized_fields_are_cut_and_the_call_counted(url: str, db: Any, vapi_a
     {"callSeconds": 1e25},  # more milliseconds than a Firestore integer holds
     {"callSeconds": float("inf")},
     {"callSeconds": 43_201.0},  # over vapi's maximum: the webhook would have set it aside
-    {"assistantId": "__reserved__"},  # a field name Firestore refuses (InvalidArgument)
+    {"assistantId": "__reserved__"},  # a field name Firestore refuses (InvalidInput)
 ])
 def test_an_event_that_can_never_be_counted_is_acknowledged(stack: Stack, db: Any, fields: dict[str, Any]) -> None:
     event = {"userId": "u-vapi", "assistantId": "vapi-asst-1", "provider": "vapi",

@@ -11,8 +11,8 @@ from simplytalk.assistant_input import (
     AssistantCreate,
     AssistantPatch,
 )
-from simplytalk.errors import InvalidArgument
-from simplytalk.http import parse_model
+from simplytalk.errors import InvalidInput
+from simplytalk.validation import parse_model
 
 
 def _sdk_literal(annotation: object) -> set[str]:
@@ -62,7 +62,7 @@ def test_duplicate_urls_are_stored_once() -> None:
 def test_any_name_is_accepted_clean_or_refused_with_a_400(name: str) -> None:
     try:
         parsed = parse_model(AssistantCreate, {"name": name})
-    except InvalidArgument as exc:
+    except InvalidInput as exc:
         assert [d.field for d in exc.details] == ["name"]
         return
     assert 1 <= len(parsed.name) <= 100

@@ -8,7 +8,7 @@ from typing import Any
 import flask
 import pytest
 from pydantic import BaseModel, ConfigDict, Field
-from simplytalk.errors import Conflict, FieldViolation, InvalidArgument, ResourceExhausted
+from simplytalk.errors import Conflict, FieldViolation, InvalidInput, LimitReached
 from simplytalk.http import Api, ApiRequest, Reply, error_response
 
 
@@ -36,7 +36,7 @@ def get_thing(req: ApiRequest) -> Reply:
     if req.params["thing_id"] == "boom":
         raise RuntimeError("secret internals")
     if req.params["thing_id"] == "busy":
-        raise ResourceExhausted("slow down", retry_after=30)
+        raise LimitReached("slow down", retry_after=30)
     return Reply(200, {"id": req.params["thing_id"]})
 
 
@@ -147,7 +147,7 @@ def test_no_content_has_no_body() -> None:
 
 def test_error_response_shape() -> None:
     text, status, headers = error_response(
-        InvalidArgument("name: must not be empty", [FieldViolation("name", "must not be empty")]))
+        InvalidInput("name: must not be empty", [FieldViolation("name", "must not be empty")]))
 
     assert status == 400
     assert headers["Content-Type"] == "application/json"

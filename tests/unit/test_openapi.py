@@ -7,7 +7,7 @@ from typing import Any, get_args
 
 import pytest
 from simplytalk.api_models import Error, ErrorStatus
-from simplytalk.errors import ApiError, FieldViolation, InvalidArgument, MethodNotAllowed
+from simplytalk.errors import ApiError, FieldViolation, InvalidInput, MethodNotAllowed
 from simplytalk.http import ERROR_STATUS, INTERNAL, error_response
 
 from devtools import openapi
@@ -72,7 +72,7 @@ def test_the_error_schema_is_what_error_response_writes() -> None:
     assert {status for _, status in [*ERROR_STATUS.values(), INTERNAL]} <= set(get_args(ErrorStatus))
     cases: list[ApiError] = [cls("no") for cls in ERROR_STATUS if cls is not MethodNotAllowed]
     cases += [MethodNotAllowed("no", ["GET"]), ApiError("internal"),
-              InvalidArgument("bad", [FieldViolation("name", "must not be empty")])]
+              InvalidInput("bad", [FieldViolation("name", "must not be empty")])]
     for exc in cases:
         body, code, _ = error_response(exc)
         parsed = Error.model_validate_json(body)

@@ -5,7 +5,7 @@ import datetime as dt
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from simplytalk.errors import InvalidArgument
+from simplytalk.errors import InvalidInput
 from simplytalk.paging import decode_token, encode_token, page_size
 from simplytalk.services.assistants import EPOCH, _parse_time, _rfc3339
 
@@ -17,7 +17,7 @@ def test_tokens_round_trip(cursor: dict[str, str]) -> None:
 
 @pytest.mark.parametrize("token", ["%%%", "bm90IGpzb24", "WzFd", "eyJpZCI6MX0"])
 def test_foreign_tokens_are_400(token: str) -> None:
-    with pytest.raises(InvalidArgument):
+    with pytest.raises(InvalidInput):
         decode_token(token, ("id",))
 
 
@@ -28,7 +28,7 @@ def test_page_sizes(raw: str | None, size: int) -> None:
 
 @pytest.mark.parametrize("raw", ["0", "101", "-5", "2.5", "x"])
 def test_bad_page_sizes(raw: str) -> None:
-    with pytest.raises(InvalidArgument):
+    with pytest.raises(InvalidInput):
         page_size(raw)
 
 
@@ -51,7 +51,7 @@ def test_rfc3339_strings_sort_as_times(a: dt.datetime, b: dt.datetime) -> None:
 @pytest.mark.parametrize("cursor", [{"createdAt": "x", "id": "a"}, {"createdAt": "2026-01-01T00:00:00Z", "id": "a/b"},
                                     {"createdAt": "2026-01-01T00:00:00Z", "id": ".."}])
 def test_forged_cursors_are_400(cursor: dict[str, str]) -> None:
-    with pytest.raises(InvalidArgument):
+    with pytest.raises(InvalidInput):
         decode_token(encode_token(cursor), ("createdAt", "id"), times=("createdAt",), ids=("id",))
 
 
@@ -59,7 +59,7 @@ def test_forged_cursors_are_400(cursor: dict[str, str]) -> None:
 def test_a_cursor_time_no_timestamp_can_have_is_400_not_a_500_later(when: str) -> None:
     token = encode_token({"createdAt": when, "id": "a"})
 
-    with pytest.raises(InvalidArgument):
+    with pytest.raises(InvalidInput):
         decode_token(token, ("createdAt", "id"), times=("createdAt",), ids=("id",))
 
 

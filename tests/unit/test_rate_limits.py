@@ -5,7 +5,7 @@ import datetime as dt
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from simplytalk.errors import ConfigError, ResourceExhausted
+from simplytalk.errors import ConfigError, LimitReached
 from simplytalk.http import error_response
 from simplytalk.rate_limits import DEFAULT_LIMITS, InMemoryRateLimiter, Limit, admit, parse_limits
 
@@ -19,7 +19,7 @@ def test_the_limit_holds_in_a_window_and_the_next_window_starts_afresh() -> None
         limiter.take("ann", "scrape")
     now[0] = T0 + dt.timedelta(seconds=20)
 
-    with pytest.raises(ResourceExhausted) as refused:
+    with pytest.raises(LimitReached) as refused:
         limiter.take("ann", "scrape")
     limiter.take("bob", "scrape")  # per user
 

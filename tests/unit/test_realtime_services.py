@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 from simplytalk.billing import UsageFigures
-from simplytalk.errors import InvalidArgument, NotFound, PaymentRequired, ResourceExhausted, Unavailable
+from simplytalk.errors import InvalidInput, LimitReached, NotFound, PaymentNeeded, Unavailable
 from simplytalk.models import OpenAIAssistant
 from simplytalk.realtime import EndReason, StartCall, WatchPolicy
 from simplytalk.repositories.accounts import InMemoryAccounts
@@ -87,7 +87,7 @@ def test_past_the_free_allowance_only_subscribers_call(deps: RealtimeDeps, accou
     accounts.usage[("bob", "2026-11")] = UsageFigures(total_tokens=30 * 60)
     accounts.usage[("ann", "2026-11")] = UsageFigures(total_tokens=300 * 60)
 
-    with pytest.raises(PaymentRequired):
+    with pytest.raises(PaymentNeeded):
         start(deps, "bob")
     start(deps, "ann")
     accounts.usage[("bob", "2026-11")] = UsageFigures(total_tokens=30 * 60 - 1)
@@ -99,7 +99,7 @@ def test_ten_concurrent_starts_get_two_calls(deps: RealtimeDeps) -> None:
         try:
             start(deps)
             return "started"
-        except ResourceExhausted as exc:
+        except LimitReached as exc:
             assert exc.retry_after
             return "refused"
 
@@ -111,7 +111,7 @@ def test_ten_concurrent_starts_get_two_calls(deps: RealtimeDeps) -> None:
 
 def test_an_ended_call_frees_its_slot(deps: RealtimeDeps) -> None:
     first, _ = start(deps), start(deps)
-    with pytest.raises(ResourceExhausted):
+    with pytest.raises(LimitReached):
         start(deps)
 
     ended = svc.hang_up(deps, "ann", first.record.id)
@@ -121,9 +121,9 @@ def test_an_ended_call_frees_its_slot(deps: RealtimeDeps) -> None:
 
 
 def test_openai_refusing_the_offer_frees_the_slot(deps: RealtimeDeps, gateway: FakeGateway) -> None:
-    gateway.fail_create = InvalidArgument("sdp: refused")
+    gateway.fail_create = InvalidInput("sdp: refused")
     for _ in range(3):
-        with pytest.raises(InvalidArgument):
+        with pytest.raises(InvalidInput):
             start(deps)
     gateway.fail_create = None
 

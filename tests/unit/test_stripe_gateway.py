@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import pytest
 import stripe
-from simplytalk.errors import Aborted, ApiError, FailedPrecondition, PaymentRequired, Unavailable
+from simplytalk.errors import Aborted, ApiError, FailedPrecondition, PaymentNeeded, Unavailable
 from simplytalk.http import status_of
 from simplytalk.stripe_gateway import is_missing, is_refusal, is_transient, stripe_errors
 
 CASES = [
-    (stripe.CardError("Your card was declined.", "card", "card_declined", http_status=402), PaymentRequired, 402),
+    (stripe.CardError("Your card was declined.", "card", "card_declined", http_status=402), PaymentNeeded, 402),
     (stripe.IdempotencyError("Keys for idempotent requests can only be used with the same parameters",
                              http_status=400), Aborted, 409),
     (stripe.IdempotencyError("There is currently another in-progress request using this Idempotent Key",

@@ -14,8 +14,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from simplytalk.config import Settings
-from simplytalk.errors import InvalidArgument, Unauthenticated
-from simplytalk.http import parse_model
+from simplytalk.errors import InvalidInput, Unauthenticated
 from simplytalk.services.vapi import (
     MAX_BREAKDOWN_ENTRIES,
     EndOfCallReport,
@@ -28,6 +27,7 @@ from simplytalk.services.vapi import (
     hmac_signature,
     parse_body,
 )
+from simplytalk.validation import parse_model
 
 FIXTURES = Path(__file__).parent.parent / "fixtures" / "vapi"
 NOW = dt.datetime(2026, 11, 26, 12, 0, 0, tzinfo=dt.UTC)
@@ -253,7 +253,7 @@ def test_the_breakdown_keeps_only_short_flat_figures() -> None:
     {"type": "end-of-call-report", "call": {"id": "c"}},
 ])
 def test_a_report_with_no_length_is_invalid(message: dict[str, Any]) -> None:
-    with pytest.raises(InvalidArgument):
+    with pytest.raises(InvalidInput):
         assess(parse_model(EndOfCallReport, message), NOW, Limits())
 
 
@@ -270,13 +270,13 @@ def test_a_report_with_no_length_is_invalid(message: dict[str, Any]) -> None:
     {"type": "end-of-call-report", "assistant": "a"},
 ])
 def test_bad_shapes_are_invalid(message: dict[str, Any]) -> None:
-    with pytest.raises(InvalidArgument):
+    with pytest.raises(InvalidInput):
         parse_model(EndOfCallReport, message)
 
 
 @pytest.mark.parametrize("raw", [b"", b"  ", b"{", b"\xff", b"[" * 100_000 + b"]" * 100_000, b"1" * 5000])
 def test_bodies_that_are_not_json_are_invalid(raw: bytes) -> None:
-    with pytest.raises(InvalidArgument):
+    with pytest.raises(InvalidInput):
         parse_body(raw)
 
 
@@ -295,7 +295,7 @@ def test_any_message_is_read_or_refused_as_invalid(message: dict[str, Any]) -> N
     try:
         r = parse_model(EndOfCallReport, {**message, "type": "end-of-call-report"})
         assess(r, NOW, Limits())
-    except InvalidArgument:
+    except InvalidInput:
         return
     breakdown = flat_breakdown(r._pick("cost_breakdown"))
     assert breakdown is None or len(breakdown) <= MAX_BREAKDOWN_ENTRIES

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 from simplytalk import collections as col
 from simplytalk.assistant_input import AssistantCreate, AssistantPatch
 from simplytalk.billing import UsageFigures
-from simplytalk.errors import Aborted, NotFound, ResourceExhausted
+from simplytalk.errors import Aborted, LimitReached, NotFound
 from simplytalk.models import OpenAIAssistant, TokenCounts
 from simplytalk.paging import decode_token, encode_token
 from simplytalk.services.aggregation import assistant_totals
@@ -63,7 +63,7 @@ def create_assistant(db: Client, uid: str, data: AssistantCreate, now: dt.dateti
         existing = profile.get("openaiAssistants")
         count = len(existing) if isinstance(existing, list) else 0
         if count >= limit:
-            raise ResourceExhausted(
+            raise LimitReached(
                 f"assistant limit reached: {limit} OpenAI assistants per user; delete one to create another")
         assistant = OpenAIAssistant.model_validate({
             **data.document_fields(), "id": new_id(), "userId": uid,

@@ -129,12 +129,12 @@ def refresh_knowledge(db: Client, assistant_id: str, fields: dict[str, Any], upd
 
 
 def claim_scrape(db: Client, uid: str, assistant_id: str, now: dt.datetime, cooldown_seconds: int) -> None:
-    """Start the assistant's on-demand cooldown, or ResourceExhausted (with Retry-After) while
+    """Start the assistant's on-demand cooldown, or LimitReached (with Retry-After) while
     the last one runs. One transaction on `scrapeCooldowns/{assistantId}`: of two requests at
     the same moment, on any instances, one scrapes."""
     from google.cloud import firestore
 
-    from simplytalk.errors import ResourceExhausted
+    from simplytalk.errors import LimitReached
 
     ref = db.collection(SCRAPE_COOLDOWNS).document(assistant_id)
     cooldown = dt.timedelta(seconds=cooldown_seconds)
@@ -145,8 +145,8 @@ def claim_scrape(db: Client, uid: str, assistant_id: str, now: dt.datetime, cool
         last = (snap.to_dict() or {}).get("requestedAt") if snap.exists else None
         if isinstance(last, dt.datetime) and now < last + cooldown:
             wait = max(1, min(cooldown_seconds, math.ceil((last + cooldown - now).total_seconds())))
-            raise ResourceExhausted(f"this assistant's pages were fetched moments ago; try again in {wait} s",
-                                    retry_after=wait)
+            raise LimitReached(f"this assistant's pages were fetched moments ago; try again in {wait} s",
+                               retry_after=wait)
         tx.set(ref, {"userId": uid, "requestedAt": now})
 
     run(db.transaction())

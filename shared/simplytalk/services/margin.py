@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from simplytalk import collections as col
 from simplytalk.billing import valid_period
-from simplytalk.errors import FailedPrecondition, FieldViolation, InvalidArgument
+from simplytalk.errors import FailedPrecondition, InvalidInput
 from simplytalk.ids import valid_document_id
 from simplytalk.invoicing import card_for
 from simplytalk.margin import AssistantMonth, MarginReport, event_cost, margin_report
@@ -45,11 +45,11 @@ class TooManyEvents(FailedPrecondition):
 
 
 def parse_query(period: str | None, user_id: str | None) -> tuple[str, str | None]:
-    """The endpoint's `period` (required, YYYY-MM) and `userId` (optional), or InvalidArgument."""
+    """The endpoint's `period` (required, YYYY-MM) and `userId` (optional), or InvalidInput."""
     if not period or not valid_period(period):
-        raise InvalidArgument("period: must be YYYY-MM", [FieldViolation("period", "must be YYYY-MM")])
+        raise InvalidInput.of("period", "must be YYYY-MM")
     if user_id is not None and (not user_id or not valid_document_id(user_id)):
-        raise InvalidArgument("userId: not a user id", [FieldViolation("userId", "not a user id")])
+        raise InvalidInput.of("userId", "not a user id")
     return period, user_id
 
 

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from simplytalk import collections as col
 from simplytalk import logs
-from simplytalk.errors import Conflict, FailedPrecondition, NotFound, PaymentRequired, Unavailable
+from simplytalk.errors import Conflict, FailedPrecondition, NotFound, PaymentNeeded, Unavailable
 from simplytalk.ids import valid_document_id
 from simplytalk.invoicing import StripeLine, below_minimum, stripe_lines
 from simplytalk.stripe_gateway import is_missing, is_refusal, is_stripe_error
@@ -166,7 +166,7 @@ def subscribe(db: Client, client: stripe.StripeClient, uid: str, price_id: str, 
     db.collection(col.USERS).document(uid).set({"subscriptionAttempts": attempt}, merge=True)
     apply_subscription(db, _plain(subscription))
     if subscription.status == "incomplete":
-        raise PaymentRequired("the first payment failed; add another card, then subscribe again")
+        raise PaymentNeeded("the first payment failed; add another card, then subscribe again")
     return subscription_view(db, uid)
 
 
@@ -184,7 +184,7 @@ def _retry_first_payment(db: Client, client: stripe.StripeClient, uid: str, subs
         subscription = client.v1.subscriptions.retrieve(subscription_id)
     apply_subscription(db, _plain(subscription))
     if subscription.status == "incomplete":
-        raise PaymentRequired("the first payment failed again; add another card, then subscribe again") from declined
+        raise PaymentNeeded("the first payment failed again; add another card, then subscribe again") from declined
     return subscription_view(db, uid)
 
 

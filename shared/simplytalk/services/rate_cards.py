@@ -12,7 +12,7 @@ from pydantic.alias_generators import to_camel
 
 from simplytalk import collections as col
 from simplytalk.billing import DEFAULT_RATE_CARD, RateCard
-from simplytalk.errors import Conflict, FieldViolation, InvalidArgument
+from simplytalk.errors import Conflict, FieldViolation, InvalidInput
 from simplytalk.invoicing import card_order
 
 if TYPE_CHECKING:
@@ -93,11 +93,11 @@ def effective_date(requested: dt.date | None, now: dt.datetime) -> dt.date:
     if requested is None:
         return earliest
     if requested.day != 1:
-        raise InvalidArgument("effectiveFrom: a card takes effect on the first day of a month",
-                              [FieldViolation("effectiveFrom", "must be the first day of a month")])
+        raise InvalidInput("effectiveFrom: a card takes effect on the first day of a month",
+                           [FieldViolation("effectiveFrom", "must be the first day of a month")])
     if requested < earliest:
-        raise InvalidArgument(f"effectiveFrom: must be {earliest.isoformat()} or later (a month not yet begun)",
-                              [FieldViolation("effectiveFrom", f"must be {earliest.isoformat()} or later")])
+        raise InvalidInput(f"effectiveFrom: must be {earliest.isoformat()} or later (a month not yet begun)",
+                           [FieldViolation("effectiveFrom", f"must be {earliest.isoformat()} or later")])
     return requested
 
 

@@ -4,8 +4,8 @@ A call starts only through here: the server builds the session from the
 assistant, creates the call with OpenAI, records it, and has a tap run watch it
 (services/realtime_tap.py), so every call is metered. Gates, in order: the
 assistant is the caller's (NotFound), the caller is subscribed or inside the
-monthly free allowance (PaymentRequired), a concurrent-call slot is free
-(ResourceExhausted; slots are documents created atomically, so concurrent
+monthly free allowance (PaymentNeeded), a concurrent-call slot is free
+(LimitReached; slots are documents created atomically, so concurrent
 starts cannot overshoot).
 """
 
@@ -18,7 +18,7 @@ from typing import Any
 from simplytalk import logs
 from simplytalk.billing import format_minutes, period_of
 from simplytalk.clock import rfc3339
-from simplytalk.errors import NotFound, PaymentRequired, ResourceExhausted
+from simplytalk.errors import LimitReached, NotFound, PaymentNeeded
 from simplytalk.models import RealtimeCall
 from simplytalk.paging import cursor_time, decode_token, encode_token
 from simplytalk.realtime import CallStatus, EndReason, SessionPlan, StartCall, live_minutes
@@ -57,12 +57,12 @@ def start_call(deps: RealtimeDeps, limits: CallLimits, uid: str, request: StartC
     if not subscribed and card.openai_basis == "call-duration":  # calls going on count too
         used += live_minutes(card, [c.call.started_at for c in deps.calls.active_for_user(uid)], now)
     if not subscribed and used >= limits.free_minutes:
-        raise PaymentRequired(f"the free allowance of {limits.free_minutes} minutes this month is used "
-                              f"({format_minutes(used)} minutes); subscribe to keep calling")
+        raise PaymentNeeded(f"the free allowance of {limits.free_minutes} minutes this month is used "
+                            f"({format_minutes(used)} minutes); subscribe to keep calling")
     slot = deps.calls.reserve_slot(uid, limits.max_concurrent, now)
     if slot is None:
-        raise ResourceExhausted(f"at most {limits.max_concurrent} calls at once; end one first",
-                                retry_after=SLOT_RETRY_AFTER_S)
+        raise LimitReached(f"at most {limits.max_concurrent} calls at once; end one first",
+                           retry_after=SLOT_RETRY_AFTER_S)
     plan = SessionPlan.for_assistant(assistant, limits.model)
     try:
         created = deps.gateway.create_call(request.sdp, plan.session())

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 from simplytalk import collections as col
 from simplytalk.billing import RateCard, UsageFigures, format_minutes, period_of, valid_period
-from simplytalk.errors import FieldViolation, InvalidArgument, NotFound
+from simplytalk.errors import InvalidInput, NotFound
 from simplytalk.ids import valid_document_id
 from simplytalk.invoicing import card_for
 from simplytalk.services.aggregation import Aggregate, read_aggregate
@@ -22,7 +22,7 @@ def parse_period(raw: str | None, now: dt.datetime) -> str:
     if raw is None or raw == "":
         return period_of(now)
     if not valid_period(raw):
-        raise InvalidArgument("period: must be YYYY-MM", [FieldViolation("period", "must be YYYY-MM")])
+        raise InvalidInput.of("period", "must be YYYY-MM")
     return raw
 
 
@@ -44,7 +44,7 @@ def parse_grouping(raw: str | None) -> str:
         return "event"
     if raw not in GROUPINGS:
         message = "must be event or call"
-        raise InvalidArgument(f"groupBy: {message}", [FieldViolation("groupBy", message)])
+        raise InvalidInput.of("groupBy", message)
     return raw
 
 
@@ -54,8 +54,7 @@ def usage_view(db: Client, uid: str, cards: list[RateCard], period: str, assista
     of their own month, as invoicing prices them."""
     card = card_for(period, cards)
     if assistant_id is not None and not valid_document_id(assistant_id):
-        raise InvalidArgument("assistantId: not an assistant id",
-                              [FieldViolation("assistantId", "not an assistant id")])
+        raise InvalidInput.of("assistantId", "not an assistant id")
     aggregate = read_aggregate(db, uid)
     if assistant_id is not None and not _owns(db, uid, assistant_id, aggregate):
         raise NotFound("assistant not found")

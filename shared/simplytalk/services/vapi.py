@@ -43,7 +43,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field
 
 from simplytalk import collections as col
-from simplytalk.errors import InvalidArgument, Unauthenticated
+from simplytalk.errors import InvalidInput, Unauthenticated
 from simplytalk.ids import valid_document_id
 
 if TYPE_CHECKING:
@@ -152,11 +152,11 @@ def authenticate(headers: Mapping[str, str], body: bytes, auth: WebhookAuth, now
 def parse_body(raw: bytes) -> Any:
     """The JSON body, numbers with a fraction as exact Decimals; 400 for anything not JSON."""
     if not raw.strip():
-        raise InvalidArgument("request body must be a JSON object")
+        raise InvalidInput("request body must be a JSON object")
     try:
         return json.loads(raw, parse_float=Decimal)
     except (ValueError, UnicodeDecodeError, RecursionError) as exc:
-        raise InvalidArgument(f"request body is not valid JSON: {str(exc)[:200]}") from exc
+        raise InvalidInput(f"request body is not valid JSON: {str(exc)[:200]}") from exc
 
 
 # -- the report -------------------------------------------------------------------------
@@ -243,7 +243,7 @@ class EndOfCallReport(_Figures):
     def call_seconds(self) -> Decimal:
         """From the call's start and end; vapi's own duration only when those are missing.
 
-        Exact (Decimal). ValueError for an end before the start; InvalidArgument for no figures.
+        Exact (Decimal). ValueError for an end before the start; InvalidInput for no figures.
         """
         started, ended = self.started, self.ended
         if started and ended:
@@ -257,7 +257,7 @@ class EndOfCallReport(_Figures):
         duration_seconds: Decimal | None = self._pick("duration_seconds")
         if duration_seconds is not None:
             return duration_seconds
-        raise InvalidArgument("end-of-call-report has neither startedAt/endedAt nor a duration")
+        raise InvalidInput("end-of-call-report has neither startedAt/endedAt nor a duration")
 
 
 def flat_breakdown(value: Any) -> dict[str, float | str] | None:
@@ -309,7 +309,7 @@ class Limits:
 def assess(report: EndOfCallReport, now: dt.datetime, limits: Limits) -> tuple[Decimal, str | None]:
     """The call's exact length and why it can never be counted (absurd times or length), or None.
 
-    InvalidArgument when the report has nothing to measure the call by.
+    InvalidInput when the report has nothing to measure the call by.
     """
     times = [t for t in (report.started, report.ended) if t is not None]
     try:
