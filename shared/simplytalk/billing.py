@@ -14,6 +14,8 @@ from decimal import ROUND_HALF_UP, Decimal
 from fractions import Fraction
 from typing import Literal
 
+from simplytalk.period import Period
+
 Basis = Literal["tokens", "call-duration"]
 
 
@@ -102,18 +104,12 @@ def format_minutes(minutes: Fraction, places: int = 6) -> str:
 
 
 def period_of(moment: dt.datetime) -> str:
-    """The billing period (calendar month, UTC) a moment falls in: "YYYY-MM"."""
-    if moment.tzinfo is None:
-        raise ValueError("billing times must be timezone-aware")
-    utc = moment.astimezone(dt.UTC)
-    return f"{utc.year:04d}-{utc.month:02d}"
+    """The billing period (calendar month, UTC) a moment falls in: "YYYY-MM" (see `Period`)."""
+    return str(Period.of(moment))
 
 
 def valid_period(period: str) -> bool:
-    if len(period) != 7 or period[4] != "-" or not period.isascii():
-        return False
-    year, month = period[:4], period[5:]
-    return year.isdigit() and month.isdigit() and 1 <= int(month) <= 12 and int(year) >= 1970
+    return Period.is_valid(period)
 
 
 @dataclass(frozen=True)

@@ -22,12 +22,13 @@ from fractions import Fraction
 from typing import Any
 
 from simplytalk.billing import DEFAULT_RATE_CARD, RateCard, UsageFigures, round_lines
+from simplytalk.period import Period
 
 Figures = Mapping[str, Mapping[str, UsageFigures]]  # period -> assistant -> figures
 
 
 def period_start(period: str) -> dt.date:
-    return dt.date(int(period[:4]), int(period[5:7]), 1)
+    return Period.parse(period).start
 
 
 def card_for(period: str, cards: list[RateCard]) -> RateCard:

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 from simplytalk import collections as col
 from simplytalk import logs
-from simplytalk.billing import RateCard, UsageFigures, format_minutes, period_of
+from simplytalk.billing import RateCard, UsageFigures, format_minutes
 from simplytalk.clock import rfc3339
 from simplytalk.invoicing import (
     MINIMUM_CHARGE_CENTS,
@@ -44,6 +44,7 @@ from simplytalk.invoicing import (
     price,
     unbilled,
 )
+from simplytalk.period import Period
 from simplytalk.services.aggregation import FIGURE_FIELDS, read_aggregate
 
 if TYPE_CHECKING:
@@ -56,8 +57,7 @@ log = logs.get_logger("invoicing")
 
 
 def previous_period(now: dt.datetime) -> str:
-    first = now.astimezone(dt.UTC).replace(day=1)
-    return period_of(first - dt.timedelta(days=1))
+    return str(Period.of(now).previous())
 
 
 def invoice_id(uid: str, period: str) -> str:
