@@ -46,7 +46,8 @@ fire: $(PY_STAMP)
 test: setup lint
 	$(BIN)/pytest
 
-unit: setup
+# the pure core and every service on in-memory repositories: no Java, Node or emulator needed
+unit: $(PY_STAMP)
 	$(BIN)/pytest tests/unit
 
 # make fuzz [FUZZ_EXAMPLES=300]: the schemathesis run of `make test`, with many more cases, new each run
