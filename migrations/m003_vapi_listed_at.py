@@ -20,7 +20,9 @@ from collections import Counter
 from typing import Any
 
 from simplytalk import collections as col
-from simplytalk.services.assistants import ListedAtOutcome, listed_at, listed_at_is_current, sync_listed_at
+from simplytalk.repositories.assistants import ListedAtOutcome, listed_at, listed_at_is_current
+from simplytalk.services.assistants import sync_listed_at
+from simplytalk.services.assistants_deps import firestore_deps
 
 from migrations.runner import BATCH_LIMIT, Context
 
@@ -80,8 +82,9 @@ def _write(ctx: Context, stale: list[tuple[Any, Any]], counts: Counter[str]) -> 
         return
     except (gexc.FailedPrecondition, gexc.NotFound):
         pass  # one of them changed or went meanwhile: each on a fresh read
+    deps = firestore_deps(ctx.db)
     for snap, _ in stale:
-        outcome = sync_listed_at(ctx.db, snap.id)
+        outcome = sync_listed_at(deps, snap.id)
         counts["set" if outcome is ListedAtOutcome.SET else f"changed-meanwhile:{outcome.value}"] += 1
 
 

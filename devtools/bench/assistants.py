@@ -3,7 +3,6 @@ round trips per request, against a bare authenticated endpoint on the same host.
 
 from __future__ import annotations
 
-import datetime as dt
 import statistics
 import time
 from collections.abc import Callable
@@ -12,6 +11,7 @@ from typing import Any
 import requests
 from simplytalk.assistant_input import AssistantCreate, AssistantPatch
 from simplytalk.services import assistants as svc
+from simplytalk.services.assistants_deps import firestore_deps
 
 from devtools.bench.counting import CountingClient
 from devtools.emulator_auth import sign_up
@@ -40,25 +40,25 @@ def _rpcs(stack: Stack) -> dict[str, float]:
     db = CountingClient(stack.project)
     uid = "bench-rpc-user"
     db.collection("users").document(uid).set({"email": "rpc@example.com"})
-    now = dt.datetime.now(dt.UTC)
+    deps = firestore_deps(db)
     db.counter.take()
     counts: dict[str, list[int]] = {"create": [], "list": [], "list_all": [], "get": [], "patch": [],
                                     "delete": []}
     made = []
     for i in range(20):
-        made.append(svc.create_assistant(db, uid, AssistantCreate(name=f"r{i}"), now, 10_000))
+        made.append(svc.create_assistant(deps, uid, AssistantCreate(name=f"r{i}"), 10_000))
         counts["create"].append(db.counter.take())
     for _ in range(10):
-        svc.list_openai_assistants(db, uid, 20, None)
+        svc.list_openai_assistants(deps, uid, 20, None)
         counts["list"].append(db.counter.take())
-        svc.list_all_assistants(db, uid, 20, None)
+        svc.list_all_assistants(deps, uid, 20, None)
         counts["list_all"].append(db.counter.take())
     for a in made[:10]:
-        svc.get_assistant(db, uid, a.id)
+        svc.get_assistant(deps, uid, a.id)
         counts["get"].append(db.counter.take())
-        svc.update_assistant(db, uid, a.id, AssistantPatch.model_validate({"name": "x"}), now)
+        svc.update_assistant(deps, uid, a.id, AssistantPatch.model_validate({"name": "x"}))
         counts["patch"].append(db.counter.take())
-        svc.delete_assistant(db, uid, a.id)
+        svc.delete_assistant(deps, uid, a.id)
         counts["delete"].append(db.counter.take())
     return {k: statistics.mean(v) for k, v in counts.items()}
 

@@ -11,6 +11,7 @@ from simplytalk.paging import page_size
 from simplytalk.rate_limits import rate_limiter
 from simplytalk.scraping import FetchPolicy
 from simplytalk.services import assistants, knowledge
+from simplytalk.services.assistants_deps import firestore_deps as deps
 
 api = Api("openai-assistants")
 
@@ -20,22 +21,21 @@ api = Api("openai-assistants")
 def create(req: ApiRequest) -> Reply:
     data = req.parse(AssistantCreate)
     rate_limiter().take(req.uid, "assistant-create")
-    created = assistants.create_assistant(firestore_client(), req.uid, data, utcnow(),
-                                          settings().max_assistants_per_user)
+    created = assistants.create_assistant(deps(), req.uid, data, settings().max_assistants_per_user)
     return Reply(201, created.to_json())
 
 
 @api.route("GET", "/", summary="The caller's OpenAI assistants, newest first", query=PageQuery,
            response=OpenAIAssistantPage)
 def list_(req: ApiRequest) -> Reply:
-    page = assistants.list_openai_assistants(firestore_client(), req.uid, page_size(req.query("pageSize")),
+    page = assistants.list_openai_assistants(deps(), req.uid, page_size(req.query("pageSize")),
                                              req.query("pageToken"))
     return Reply(200, {"assistants": page.items, "nextPageToken": page.next_page_token})
 
 
 @api.route("GET", "/{assistant_id}", summary="One of the caller's OpenAI assistants", response=OpenAIAssistant)
 def get(req: ApiRequest) -> Reply:
-    found = assistants.get_assistant(firestore_client(), req.uid, req.params["assistant_id"])
+    found = assistants.get_assistant(deps(), req.uid, req.params["assistant_id"])
     return Reply(200, found.to_json())
 
 
@@ -43,14 +43,13 @@ def get(req: ApiRequest) -> Reply:
            response=OpenAIAssistant)
 def update(req: ApiRequest) -> Reply:
     patch = req.parse(AssistantPatch)
-    updated = assistants.update_assistant(firestore_client(), req.uid, req.params["assistant_id"], patch,
-                                          utcnow())
+    updated = assistants.update_assistant(deps(), req.uid, req.params["assistant_id"], patch)
     return Reply(200, updated.to_json())
 
 
 @api.route("DELETE", "/{assistant_id}", summary="Delete an assistant", status=204, errors=(409,))
 def delete(req: ApiRequest) -> Reply:
-    assistants.delete_assistant(firestore_client(), req.uid, req.params["assistant_id"])
+    assistants.delete_assistant(deps(), req.uid, req.params["assistant_id"])
     return Reply(204)
 
 
@@ -61,7 +60,7 @@ def scrape(req: ApiRequest) -> Reply:
     db = firestore_client()
     rate_limiter().take(req.uid, "scrape")  # per user; the per-assistant cooldown is the service's
     knowledge.scrape_now(db, req.uid, req.params["assistant_id"], scrape_policy(), utcnow())
-    return Reply(200, assistants.get_assistant(db, req.uid, req.params["assistant_id"]).to_json())
+    return Reply(200, assistants.get_assistant(deps(db), req.uid, req.params["assistant_id"]).to_json())
 
 
 def scrape_policy() -> FetchPolicy:

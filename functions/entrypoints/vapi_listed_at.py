@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from simplytalk import logs
 from simplytalk.events import DocumentChange, document_event_handler
-from simplytalk.firestore import firestore_client
-from simplytalk.services.assistants import listed_at_is_current, sync_listed_at
+from simplytalk.repositories.assistants import listed_at_is_current
+from simplytalk.services.assistants import sync_listed_at
+from simplytalk.services.assistants_deps import firestore_deps as deps
 
 log = logs.get_logger("vapi-listed-at")
 
@@ -23,7 +24,7 @@ def handle(change: DocumentChange) -> None:
         # right for this version; any later version has an event of its own (this function's
         # own writes land here, so they cost no read)
         return
-    outcome = sync_listed_at(firestore_client(), change.document_id)
+    outcome = sync_listed_at(deps(), change.document_id)
     log.info("vapi-listed-at %s: %s", change.document_id, outcome.value,
              extra={"fields": {"assistantId": change.document_id, "eventId": change.event_id,
                                "outcome": outcome.value}})

@@ -11,7 +11,9 @@ from typing import Any
 
 import pytest
 import requests
-from simplytalk.services.assistants import list_all_assistants, listed_at_is_current
+from simplytalk.repositories.assistants import listed_at_is_current
+from simplytalk.services.assistants import list_all_assistants
+from simplytalk.services.assistants_deps import firestore_deps
 
 from devtools.bench.counting import CountingClient
 from devtools.stack import Stack
@@ -147,7 +149,7 @@ def test_a_page_reads_a_bounded_number_of_documents(stack: Stack, db: Any, ann: 
     token = None
     for _ in range(6):
         counting.counter.take_reads()
-        page = list_all_assistants(counting, ann.uid, 2, token)
+        page = list_all_assistants(firestore_deps(counting), ann.uid, 2, token)
         reads = counting.counter.take_reads()
         assert 3 <= reads <= 2 * (2 + 1), reads
         seen += page.items

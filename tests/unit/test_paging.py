@@ -7,7 +7,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 from simplytalk.errors import InvalidInput
 from simplytalk.paging import decode_token, encode_token, page_size
-from simplytalk.services.assistants import EPOCH, _parse_time, _rfc3339
+from simplytalk.repositories.assistants import EPOCH
+from simplytalk.repositories.assistants import parse_time as _parse_time
+from simplytalk.services.assistants import _rfc3339
 
 
 @given(st.dictionaries(st.sampled_from(["createdAt", "id", "provider"]), st.text(), min_size=3))
