@@ -12,7 +12,6 @@ concurrent event) made meanwhile.
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
 from typing import Any
 
 from simplytalk.models import TokenUsage
@@ -67,15 +66,14 @@ def _nonzero(summary: dict[str, Any]) -> bool:
 def _count_events(ctx: Context, uid: str) -> None:
     """Count the user's raw events exactly once (the trigger's own path) and roll up."""
     from pydantic import ValidationError
-    from simplytalk.models import UsageEvent
-    from simplytalk.services.aggregation import apply_event, rollup, user_events
+    from simplytalk.services.aggregation import count_events
+    from simplytalk.services.usage_deps import firestore_usage_deps
 
-    for event_id, data in user_events(ctx.db, uid):
-        try:
-            apply_event(ctx.db, event_id, UsageEvent.model_validate(data), ctx.now)
-        except ValidationError as exc:
-            ctx.report("usage-event", f"usageEvents/{event_id}", f"malformed: {exc.errors()[0]['msg']}")
-    rollup(ctx.db, uid, None, now=lambda: ctx.now + dt.timedelta(days=1))
+    def malformed(event_id: str, exc: ValidationError) -> None:
+        ctx.report("usage-event", f"usageEvents/{event_id}", f"malformed: {exc.errors()[0]['msg']}")
+
+    deps = firestore_usage_deps(ctx.db)
+    count_events(deps.usage, uid, ctx.now, deps.cards, malformed)
 
 
 def _keep_legacy_and_count(ctx: Context, uid: str, summary: dict[str, Any], has_events: bool) -> None:
@@ -83,12 +81,14 @@ def _keep_legacy_and_count(ctx: Context, uid: str, summary: dict[str, Any], has_
     are kept as a `legacy` counter (so a rollup never shrinks them), then the events are counted."""
     from google.api_core import exceptions as gexc
     from simplytalk.models import UsageEvent
-    from simplytalk.services.aggregation import fold_events, read_aggregate, user_events
+    from simplytalk.repositories.usage import FirestoreUsage
+    from simplytalk.usage_counters import fold_events
 
-    if read_aggregate(ctx.db, uid).read_time is not None:
+    usage = FirestoreUsage(ctx.db)
+    if usage.read_aggregate(uid).read_time is not None:
         return  # counters exist already: the trigger has been counting this user
     events = []
-    for _, data in user_events(ctx.db, uid) if has_events else []:
+    for _, data in usage.user_events(uid) if has_events else []:
         try:
             events.append(UsageEvent.model_validate(data))
         except ValueError:

@@ -14,10 +14,9 @@ import argparse
 import sys
 
 from simplytalk.billing import UsageFigures
-from simplytalk.clock import utcnow
 from simplytalk.config import settings
-from simplytalk.firestore import firestore_client
-from simplytalk.services.aggregation import RebuildReport, check_user, rebuild_user
+from simplytalk.services.aggregation import RebuildReport
+from simplytalk.services.usage_deps import firestore_usage_deps
 
 
 def _line(f: UsageFigures) -> str:
@@ -41,11 +40,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("uids", nargs="+")
     parser.add_argument("--apply", action="store_true", help="replace the counters (default: check only)")
     args = parser.parse_args(argv)
-    db = firestore_client()
+    deps = firestore_usage_deps()
     print(f"project {settings().project_id}", file=sys.stderr)
     ok = True
     for uid in args.uids:
-        report = rebuild_user(db, uid, utcnow()) if args.apply else check_user(db, uid)
+        report = deps.rebuild(uid) if args.apply else deps.check(uid)
         print(describe(uid, report))
         ok = ok and report.matches
     return 0 if ok else 1

@@ -21,7 +21,9 @@ from typing import Any
 from google.auth.credentials import AnonymousCredentials
 from google.cloud import firestore
 from simplytalk.models import UsageEvent
-from simplytalk.services.aggregation import MIRROR_PATIENCE, apply_event, read_aggregate, rollup
+from simplytalk.repositories.usage import apply_event, read_aggregate
+from simplytalk.services.aggregation import MIRROR_PATIENCE, Rollup
+from simplytalk.services.usage_deps import firestore_usage_deps
 
 from devtools.bench.counting import CountingClient
 from devtools.stack import Stack
@@ -124,15 +126,16 @@ def operations_design(db: CountingClient, uid: str) -> dict[str, Any]:
     create, apply, rollup; a deferred one does the follow-up's rollup (after the interval)."""
     db.counter.take_reads(), db.counter.take_writes()
     outcomes: list[str] = []
+    deps = firestore_usage_deps(db)
 
     def one(i: int) -> None:
         event_id = f"resp_ops_{uid}_{i}"
         fields = _event(uid, i)
         db.collection("usageEvents").document(event_id).create(fields)
         applied = apply_event(db, event_id, UsageEvent.model_validate(fields), dt.datetime.now(dt.UTC))
-        outcome = rollup(db, uid, applied.commit_time)
-        if outcome == "deferred":
-            outcome = "follow-up " + rollup(db, uid, applied.commit_time, patience=MIRROR_PATIENCE)
+        outcome: str = deps.rollup(uid, applied.commit_time)
+        if outcome == Rollup.DEFERRED:
+            outcome = "follow-up " + deps.rollup(uid, applied.commit_time, patience=MIRROR_PATIENCE)
         outcomes.append(outcome)
 
     with ThreadPoolExecutor(10) as pool:

@@ -16,7 +16,8 @@ import requests
 from google.auth.credentials import AnonymousCredentials
 from google.cloud import firestore
 from simplytalk.models import UsageEvent
-from simplytalk.services.aggregation import SHARDS, apply_event, read_aggregate, shard_of
+from simplytalk.repositories.usage import apply_event, read_aggregate
+from simplytalk.usage_counters import SHARDS, shard_of
 
 from devtools.bench.quiet import quiet_stack
 from devtools.emulator_auth import sign_up

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 from pydantic import ValidationError
 from simplytalk import logs
-from simplytalk.clock import utcnow
 from simplytalk.config import settings
 from simplytalk.events import DocumentChange, document_event_handler
-from simplytalk.firestore import firestore_client
 from simplytalk.models import UsageEvent
-from simplytalk.services.aggregation import MIRROR_TOPIC, Applied, apply_event, mirror_message, rollup, uncountable
+from simplytalk.repositories.usage import Applied
+from simplytalk.services.aggregation import MIRROR_TOPIC, Rollup, mirror_message
+from simplytalk.services.usage_deps import firestore_usage_deps
+from simplytalk.usage_counters import uncountable
 
 log = logs.get_logger("aggregate-token-usage")
 
@@ -50,15 +51,15 @@ def handle(change: DocumentChange) -> None:
     if why:
         _drop(change.document_id, why)
         return
-    db = firestore_client()
+    deps = firestore_usage_deps()
     try:
-        applied = apply_event(db, change.document_id, event, utcnow())
+        applied = deps.usage.apply(change.document_id, event, deps.clock())
     except (gexc.InvalidArgument, ValueError, OverflowError) as exc:  # the same write would be refused again
         _drop(change.document_id, f"the counters refused it: {exc}")
         return
     try:
-        outcome = rollup(db, event.user_id, applied.commit_time)
-        if outcome == "deferred" and applied.commit_time is not None:
+        outcome: str = deps.rollup(event.user_id, applied.commit_time)
+        if outcome == Rollup.DEFERRED and applied.commit_time is not None:
             _follow_up(event.user_id, applied)
     except gexc.InvalidArgument as exc:  # counted; the mirrors catch up on a later event or the sweep
         outcome = "refused"

@@ -11,8 +11,8 @@ from typing import Any
 from simplytalk import logs
 from simplytalk.config import settings
 from simplytalk.events import pubsub_json, too_old
-from simplytalk.firestore import firestore_client
-from simplytalk.services.aggregation import MIRROR_PATIENCE, parse_mirror_message, rollup
+from simplytalk.services.aggregation import MIRROR_PATIENCE, Rollup, parse_mirror_message
+from simplytalk.services.usage_deps import firestore_usage_deps
 
 log = logs.get_logger("mirror-usage")
 
@@ -25,7 +25,7 @@ def handle(cloud_event: Any) -> None:
         log.error("mirror-usage: unreadable message; acknowledged")
         return
     uid, covering = request
-    outcome = rollup(firestore_client(), uid, covering, patience=MIRROR_PATIENCE)
+    outcome = firestore_usage_deps().rollup(uid, covering, patience=MIRROR_PATIENCE)
     log.info("mirror-usage %s: %s", uid, outcome, extra={"fields": {"uid": uid, "rollup": outcome}})
-    if outcome in ("deferred", "gave-up"):
+    if outcome in (Rollup.DEFERRED, Rollup.GAVE_UP):
         raise RuntimeError(f"mirrors of {uid} not rolled up yet ({outcome}); retry")

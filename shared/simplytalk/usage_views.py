@@ -6,11 +6,12 @@ from __future__ import annotations
 from typing import Any
 
 from simplytalk.billing import RateCard, UsageFigures, cost_cents, format_minutes
+from simplytalk.usage_counters import token_fields
 
 
 def counts_json(figures: UsageFigures) -> dict[str, int]:
-    return {"totalTokens": figures.total_tokens, "inputTokens": figures.input_tokens,
-            "outputTokens": figures.output_tokens}
+    """The three token figures (`tokenUsage`), in the counters' own field names."""
+    return token_fields(figures)
 
 
 def period_json(period: str, figures: UsageFigures, card: RateCard) -> dict[str, Any]:

@@ -7,12 +7,15 @@ from __future__ import annotations
 import datetime as dt
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from typing import Any
 
 import requests
 from simplytalk.billing import period_of
 from simplytalk.models import UsageEvent
-from simplytalk.services.aggregation import apply_event, read_aggregate, rollup
+from simplytalk.repositories.usage import apply_event, read_aggregate
+from simplytalk.services.aggregation import Rollup
+from simplytalk.services.usage_deps import firestore_usage_deps
 
 from devtools.stack import Stack
 from tests.emulator.conftest import wait_for
@@ -107,6 +110,10 @@ def test_current_period_matches_the_api_and_each_assistant(stack: Stack, db: Any
                                                    "vapi call with a deleted assistant, 1 min 30 s"}
 
 
+def _rollup_at(db: Any, uid: str, moment: dt.datetime) -> Rollup:
+    return replace(firestore_usage_deps(db), clock=lambda: moment).rollup(uid, None)
+
+
 def test_a_new_month_starts_current_period_at_zero_and_keeps_totals_and_history(db: Any, new_user: Any) -> None:
     """The clock is the service's parameter: the month turns on a test clock."""
     uid = new_user().uid
@@ -118,7 +125,7 @@ def test_a_new_month_starts_current_period_at_zero_and_keeps_totals_and_history(
         db.collection("usageEvents").document(event_id).set(fields)
         apply_event(db, event_id, UsageEvent.model_validate(fields), november)
     time.sleep(1)
-    assert rollup(db, uid, None, now=lambda: november + dt.timedelta(seconds=30)) == "rolled-up"
+    assert _rollup_at(db, uid, november + dt.timedelta(seconds=30)) == Rollup.ROLLED_UP
     before = _summary(db, uid)
     assert before["currentPeriod"]["id"] == "2026-11" and before["currentPeriod"]["totalTokens"] == 1200
 
@@ -127,7 +134,7 @@ def test_a_new_month_starts_current_period_at_zero_and_keeps_totals_and_history(
     fields = openai_event(uid, "asst_mt", 60, december)
     db.collection("usageEvents").document("resp_dec_1").set(fields)
     apply_event(db, "resp_dec_1", UsageEvent.model_validate(fields), december)
-    assert rollup(db, uid, None, now=lambda: december + dt.timedelta(minutes=5)) == "rolled-up"
+    assert _rollup_at(db, uid, december + dt.timedelta(minutes=5)) == Rollup.ROLLED_UP
 
     after = _summary(db, uid)
     assert after["currentPeriod"]["id"] == "2026-12"

@@ -3,19 +3,16 @@
 from __future__ import annotations
 
 import datetime as dt
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from simplytalk import collections as col
 from simplytalk.billing import RateCard, UsageFigures, format_minutes, period_of, valid_period
 from simplytalk.errors import InvalidInput, NotFound
 from simplytalk.ids import valid_document_id
 from simplytalk.invoicing import card_for
-from simplytalk.services.aggregation import Aggregate, read_aggregate
+from simplytalk.repositories.usage import UsageCounters
 from simplytalk.services.history import history_page
+from simplytalk.usage_counters import Aggregate
 from simplytalk.usage_views import counts_json, period_json
-
-if TYPE_CHECKING:
-    from google.cloud.firestore import Client
 
 
 def parse_period(raw: str | None, now: dt.datetime) -> str:
@@ -26,14 +23,9 @@ def parse_period(raw: str | None, now: dt.datetime) -> str:
     return raw
 
 
-def _owns(db: Client, uid: str, assistant_id: str, aggregate: Aggregate) -> bool:
-    if assistant_id in aggregate.assistants:  # usage in the caller's own counters (deleted ones too)
-        return True
-    for collection in (col.OPENAI_ASSISTANTS, col.VAPI_ASSISTANTS):
-        snap = db.collection(collection).document(assistant_id).get()
-        if snap.exists and (snap.to_dict() or {}).get("userId") == uid:
-            return True
-    return False
+def _owns(usage: UsageCounters, uid: str, assistant_id: str, aggregate: Aggregate) -> bool:
+    # usage in the caller's own counters (deleted ones too), or one of the caller's assistants
+    return assistant_id in aggregate.assistants or usage.owns_assistant(uid, assistant_id)
 
 
 GROUPINGS = ("event", "call")
@@ -48,15 +40,15 @@ def parse_grouping(raw: str | None) -> str:
     return raw
 
 
-def usage_view(db: Client, uid: str, cards: list[RateCard], period: str, assistant_id: str | None,
+def usage_view(usage: UsageCounters, uid: str, cards: list[RateCard], period: str, assistant_id: str | None,
                size: int, token: str | None, group_by: str = "event") -> dict[str, Any]:
     """`cards`: every rate card; the period's figures and each history entry are priced at the card
     of their own month, as invoicing prices them."""
     card = card_for(period, cards)
     if assistant_id is not None and not valid_document_id(assistant_id):
         raise InvalidInput.of("assistantId", "not an assistant id")
-    aggregate = read_aggregate(db, uid)
-    if assistant_id is not None and not _owns(db, uid, assistant_id, aggregate):
+    aggregate = usage.read_aggregate(uid)
+    if assistant_id is not None and not _owns(usage, uid, assistant_id, aggregate):
         raise NotFound("assistant not found")
 
     per_assistant = aggregate.period_assistants.get(period, {})
@@ -77,7 +69,7 @@ def usage_view(db: Client, uid: str, cards: list[RateCard], period: str, assista
                              "minutes": format_minutes(figures.minutes(card))})
     by_assistant.sort(key=lambda row: (-row["totalTokens"], row["assistantId"]))
 
-    history, next_token = history_page(db, uid, cards, assistant_id, size, token, group_by)
+    history, next_token = history_page(usage, uid, cards, assistant_id, size, token, group_by)
     return {
         "userId": uid,
         "totals": counts_json(totals),
