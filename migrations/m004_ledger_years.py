@@ -29,7 +29,7 @@ from typing import Any
 from simplytalk import collections as col
 from simplytalk.billing import valid_period
 from simplytalk.invoicing import ledger_year
-from simplytalk.services.invoicing import ledger_fields, ledger_figures
+from simplytalk.repositories.invoices import ledger_fields, ledger_figures
 
 from migrations.runner import BATCH_LIMIT, Context
 

@@ -16,9 +16,8 @@ import sys
 from simplytalk.billing import valid_period
 from simplytalk.clock import utcnow
 from simplytalk.config import settings
-from simplytalk.firestore import firestore_client
-from simplytalk.services.invoicing import RunSummary, previous_period, run_period, stripe_settler
-from simplytalk.services.rate_cards import list_cards
+from simplytalk.services.billing_deps import firestore_billing
+from simplytalk.services.invoicing import RunSummary, previous_period, run_period
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -30,20 +29,19 @@ def main(argv: list[str] | None = None) -> int:
     period = args.period or previous_period(utcnow())
     if not valid_period(period):
         parser.error("--period must be YYYY-MM")
-    db = firestore_client()
     print(f"project {settings().project_id}: invoicing {period}{' (dry run)' if args.dry_run else ''}",
           file=sys.stderr)
 
     def progress(summary: RunSummary) -> None:
         print(f"  {summary.users} users, {summary.counts}, {summary.total_cents} cents", file=sys.stderr)
 
-    settle = None
+    client = None
     if not args.dry_run:
         from simplytalk.stripe_gateway import stripe_client
 
-        settle = stripe_settler(db, stripe_client(), utcnow)
-    summary = run_period(db, period, list_cards(db), utcnow, dry_run=args.dry_run, progress=progress,
-                         settle=settle)
+        client = stripe_client()
+    billing = firestore_billing(stripe_client=client)
+    summary = run_period(billing, period, billing.rate_cards.list(), dry_run=args.dry_run, progress=progress)
     verb = "would bill" if args.dry_run else "billed"
     created = summary.counts.get("would-create" if args.dry_run else "created", 0)
     print(f"{period}: {summary.users} users; {verb} {created} invoices, {summary.total_cents} cents "

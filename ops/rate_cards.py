@@ -13,10 +13,9 @@ import argparse
 import json
 import sys
 
-from simplytalk.clock import utcnow
 from simplytalk.errors import ApiError
-from simplytalk.firestore import firestore_client
-from simplytalk.services.rate_cards import RateCardInput, add_card, card_json, list_cards
+from simplytalk.services.billing_deps import firestore_billing
+from simplytalk.services.rate_cards import RateCardInput, add_card, card_json
 from simplytalk.validation import parse_model
 
 
@@ -32,16 +31,16 @@ def main(argv: list[str] | None = None) -> int:
     add.add_argument("--id", default=None)
     add.add_argument("--by", required=True, help="who adds it (recorded on the card)")
     args = parser.parse_args(argv)
-    db = firestore_client()
+    billing = firestore_billing()
     if args.command == "list":
-        for card in list_cards(db):
+        for card in billing.rate_cards.list():
             print(json.dumps(card_json(card)))
         return 0
     try:
         data = parse_model(RateCardInput, {
             "id": args.id, "effectiveFrom": args.effective_from, "tokensPerMinute": args.tokens_per_minute,
             "centsPerMinute": args.cents_per_minute, "openaiBasis": args.basis})
-        card = add_card(db, data, f"cli:{args.by}", utcnow())
+        card = add_card(billing.rate_cards, data, f"cli:{args.by}", billing.clock())
     except ApiError as exc:
         print(f"refused: {exc.message}", file=sys.stderr)
         return 2

@@ -13,10 +13,12 @@ from typing import Any
 
 import stripe
 from simplytalk.billing import DEFAULT_RATE_CARD, UsageFigures
+from simplytalk.invoice import Invoice
 from simplytalk.invoicing import Unbilled, price
 from simplytalk.models import UsageEvent
 from simplytalk.services.aggregation import figures_of, shard_delta
-from simplytalk.services.invoicing import invoice_document, run_period, stripe_settler
+from simplytalk.services.billing_deps import firestore_billing
+from simplytalk.services.invoicing import run_period
 from simplytalk.services.payments import push_invoice
 
 from devtools.bench.counting import CountingClient
@@ -96,8 +98,7 @@ def design(quiet: Stack, sc: stripe.StripeClient, project: str | None = None, us
     db.counter.take_reads()
     stripe_before = _stripe_requests(quiet.stripe_url)
     start = time.monotonic()
-    summary = run_period(db, PERIOD, [DEFAULT_RATE_CARD], lambda: NOW,
-                         settle=stripe_settler(db, sc, lambda: NOW))
+    summary = run_period(firestore_billing(db, lambda: NOW, sc), PERIOD, [DEFAULT_RATE_CARD])
     elapsed = time.monotonic() - start
     reads, rpcs = db.counter.take_reads(), db.counter.take()
     stripe_calls = _stripe_requests(quiet.stripe_url) - stripe_before
@@ -137,7 +138,7 @@ def naive(quiet: Stack, sc: stripe.StripeClient, project: str | None = None, use
             continue
         priced = price([Unbilled(PERIOD, aid, providers[aid], f) for aid, f in sorted(per.items())],
                        lambda p: DEFAULT_RATE_CARD)
-        doc = invoice_document(uid, PERIOD, priced, DEFAULT_RATE_CARD, NOW)
+        doc = Invoice.draft(uid, PERIOD, priced, DEFAULT_RATE_CARD, NOW).to_firestore()
         db.collection("invoices").document(doc["id"]).create(doc)
         push_invoice(db, sc, doc, NOW)
         invoices += 1

@@ -11,8 +11,10 @@ from typing import Any
 
 import stripe
 from simplytalk.billing import DEFAULT_RATE_CARD
+from simplytalk.invoice import Invoice, InvoiceStatus
 from simplytalk.models import UsageEvent
 from simplytalk.services.aggregation import shard_delta
+from simplytalk.services.billing_deps import firestore_billing
 from simplytalk.services.invoicing import run_period
 from simplytalk.services.payments import ensure_customer, push_invoice
 
@@ -93,11 +95,10 @@ def _seed(db: Any, prefix: str, assistants: int, month: int, at: dt.datetime) ->
 
 
 def _settler(db: Any, client: Any, push: Any, now: dt.datetime) -> Any:
-    def settle(invoice_id: str, known: dict[str, Any] | None) -> str:
-        data = known or (db.collection("invoices").document(invoice_id).get().to_dict() or {})
-        if data.get("status") != "draft":
+    def settle(invoice: Invoice) -> str:
+        if invoice.status != InvoiceStatus.DRAFT:
             return "settled"
-        return str(push(db, client, data, now))
+        return str(push(db, client, invoice.to_firestore(), now))
     return settle
 
 
@@ -115,8 +116,8 @@ def _measure(project: str, sc: stripe.StripeClient, name: str, push: Any, assist
     for month, (period, at, run_at) in enumerate(MONTHS):
         _seed(db, f"{name}-{assistants}", assistants, month, at)
         started = time.monotonic()
-        summary = run_period(db, period, [DEFAULT_RATE_CARD], _clock(run_at),
-                             settle=_settler(db, counting, push, run_at), workers=8)
+        billing = firestore_billing(db, _clock(run_at)).settling(_settler(db, counting, push, run_at))
+        summary = run_period(billing, period, [DEFAULT_RATE_CARD], workers=8)
         elapsed = time.monotonic() - started
         calls = counting.take()
         rows.append({"push": name, "assistants": assistants, "month": "first" if month == 0 else "later",

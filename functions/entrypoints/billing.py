@@ -10,6 +10,7 @@ from simplytalk.margin import report_json
 from simplytalk.paging import page_size
 from simplytalk.rate_limits import rate_limiter
 from simplytalk.services import invoicing, margin, payments, rate_cards
+from simplytalk.services.billing_deps import firestore_billing
 
 api = Api("billing")
 # GET /margin reads at most this many usage events within the function's 30 s (a larger month: the CLI)
@@ -19,19 +20,19 @@ MARGIN_MAX_EVENTS = 20_000
 @api.route("GET", "/invoices", summary="The caller's invoices, newest period first", query=shapes.PageQuery,
            response=shapes.InvoicePage)
 def list_invoices(req: ApiRequest) -> Reply:
-    items, token = invoicing.list_invoices(firestore_client(), req.uid, page_size(req.query("pageSize")),
+    items, token = invoicing.list_invoices(firestore_billing(), req.uid, page_size(req.query("pageSize")),
                                            req.query("pageToken"))
     return Reply(200, {"invoices": items, "nextPageToken": token})
 
 
 @api.route("GET", "/invoices/{invoice_id}", summary="One of the caller's invoices", response=shapes.Invoice)
 def get_invoice(req: ApiRequest) -> Reply:
-    return Reply(200, invoicing.get_invoice(firestore_client(), req.uid, req.params["invoice_id"]))
+    return Reply(200, invoicing.get_invoice(firestore_billing(), req.uid, req.params["invoice_id"]))
 
 
 @api.route("GET", "/rate-cards", summary="Every rate card, oldest first", response=shapes.RateCardList)
 def list_rate_cards(req: ApiRequest) -> Reply:
-    cards = rate_cards.list_cards(firestore_client())
+    cards = firestore_billing().rate_cards.list()
     return Reply(200, {"rateCards": [rate_cards.card_json(c) for c in cards]})
 
 
@@ -41,7 +42,8 @@ def add_rate_card(req: ApiRequest) -> Reply:
     if req.caller is None or not req.caller.is_admin:
         raise PermissionDenied("adding a rate card needs the admin claim")
     req.require_current_account()  # a disabled admin or a revoked token loses the power at once
-    card = rate_cards.add_card(firestore_client(), req.parse(rate_cards.RateCardInput), req.uid, utcnow())
+    billing = firestore_billing()
+    card = rate_cards.add_card(billing.rate_cards, req.parse(rate_cards.RateCardInput), req.uid, billing.clock())
     return Reply(201, rate_cards.card_json(card))
 
 

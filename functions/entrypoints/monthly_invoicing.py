@@ -12,9 +12,8 @@ from simplytalk import logs
 from simplytalk.billing import valid_period
 from simplytalk.clock import utcnow
 from simplytalk.events import pubsub_json, too_old
-from simplytalk.firestore import firestore_client
-from simplytalk.services.invoicing import previous_period, run_period, stripe_settler
-from simplytalk.services.rate_cards import list_cards
+from simplytalk.services.billing_deps import firestore_billing
+from simplytalk.services.invoicing import previous_period, run_period
 
 log = logs.get_logger("monthly-invoicing")
 BUDGET_SECONDS = 420.0  # under the function's 540 s timeout
@@ -30,11 +29,10 @@ def handle(cloud_event: Any) -> None:
     if not isinstance(period, str) or not valid_period(period):
         log.error("monthly-invoicing: bad period %r; nothing done", period)
         return  # acknowledge: retrying cannot fix the message
-    db = firestore_client()
     from simplytalk.stripe_gateway import stripe_client
 
-    summary = run_period(db, period, list_cards(db), utcnow, stop_after=BUDGET_SECONDS,
-                         settle=stripe_settler(db, stripe_client(), utcnow))
+    billing = firestore_billing(stripe_client=stripe_client())
+    summary = run_period(billing, period, billing.rate_cards.list(), stop_after=BUDGET_SECONDS)
     log.info("monthly-invoicing %s: %s", period, summary.as_doc(), extra={"fields": summary.as_doc()})
     if summary.failed:  # an operator reruns it (python -m ops.invoicing --period ...): each user is idempotent
         log.error("monthly-invoicing %s: %d users failed: %s", period, len(summary.failed), summary.failed[:20])

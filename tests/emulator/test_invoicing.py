@@ -13,6 +13,7 @@ import pytest
 import requests
 from simplytalk.billing import DEFAULT_RATE_CARD
 from simplytalk.services.aggregation import read_aggregate
+from simplytalk.services.billing_deps import firestore_billing
 from simplytalk.services.invoicing import run_period
 
 from devtools.emulator_auth import set_claims
@@ -87,10 +88,10 @@ def test_a_month_of_usage_for_three_users_gives_three_exact_invoices(stack: Stac
 
 
 def test_a_rerun_creates_nothing(db: Any, month: dict[str, Any]) -> None:
-    first = run_period(db, "2026-10", [DEFAULT_RATE_CARD], lambda: NOV)
+    first = run_period(firestore_billing(db, lambda: NOV), "2026-10", [DEFAULT_RATE_CARD])
     before = invoices(db)
 
-    again = run_period(db, "2026-10", [DEFAULT_RATE_CARD], lambda: NOV)
+    again = run_period(firestore_billing(db, lambda: NOV), "2026-10", [DEFAULT_RATE_CARD])
 
     assert first.counts["created"] + first.counts["carried"] == 3
     assert again.counts == {"exists": 3, "no-usage": 1}
@@ -106,11 +107,12 @@ def test_a_crash_in_the_middle_then_a_rerun_bills_everyone_once(db: Any, month: 
             raise Crash
 
     with pytest.raises(Crash):
-        run_period(db, "2026-10", [DEFAULT_RATE_CARD], lambda: NOV, progress=crash_after_two, page_size=1)
+        run_period(firestore_billing(db, lambda: NOV), "2026-10", [DEFAULT_RATE_CARD], progress=crash_after_two,
+                   page_size=1)
     assert 1 <= len(invoices(db)) <= 2
     assert db.collection("invoiceRuns").document("2026-10").get().to_dict()["cursor"]
 
-    resumed = run_period(db, "2026-10", [DEFAULT_RATE_CARD], lambda: NOV, page_size=1)
+    resumed = run_period(firestore_billing(db, lambda: NOV), "2026-10", [DEFAULT_RATE_CARD], page_size=1)
 
     assert resumed.completed and resumed.resumed_from
     assert len(invoices(db)) == 3
@@ -119,19 +121,19 @@ def test_a_crash_in_the_middle_then_a_rerun_bills_everyone_once(db: Any, month: 
 
 def test_late_usage_goes_on_the_next_invoice_never_twice(db: Any, month: dict[str, Any]) -> None:
     ann = month["users"][0]
-    run_period(db, "2026-10", [DEFAULT_RATE_CARD], lambda: NOV)
+    run_period(firestore_billing(db, lambda: NOV), "2026-10", [DEFAULT_RATE_CARD])
     usage(db, "a-late", ann.uid, "ann-o1", 60, when=OCT)  # an October call reported in November
     usage(db, "a-nov", ann.uid, "ann-o1", 120, when=NOV)
     wait_for(lambda: read_aggregate(db, ann.uid).totals.total_tokens == 2110)
 
-    run_period(db, "2026-11", [DEFAULT_RATE_CARD], lambda: NOV + dt.timedelta(days=30))
+    run_period(firestore_billing(db, lambda: NOV + dt.timedelta(days=30)), "2026-11", [DEFAULT_RATE_CARD])
 
     november = invoices(db)[f"{ann.uid}_2026-11"]
     assert [(line["usagePeriod"], line["minutes"], line["amount"]) for line in november["lines"]] == [
         ("2026-10", "1", 45), ("2026-11", "2", 90)]
     assert november["total"] == 135
     assert invoices(db)[f"{ann.uid}_2026-10"]["total"] == 1515  # the closed invoice is untouched
-    run_period(db, "2026-12", [DEFAULT_RATE_CARD], lambda: NOV + dt.timedelta(days=60))
+    run_period(firestore_billing(db, lambda: NOV + dt.timedelta(days=60)), "2026-12", [DEFAULT_RATE_CARD])
     assert f"{ann.uid}_2026-12" not in invoices(db)  # nothing left unbilled
 
 
@@ -148,7 +150,7 @@ def test_the_dry_run_writes_nothing(stack: Stack, db: Any, month: dict[str, Any]
 def test_the_billing_api_shows_the_callers_invoices_only(stack: Stack, db: Any,
                                                          month: dict[str, Any]) -> None:
     ann, bob, *_ = month["users"]
-    run_period(db, "2026-10", [DEFAULT_RATE_CARD], lambda: NOV)
+    run_period(firestore_billing(db, lambda: NOV), "2026-10", [DEFAULT_RATE_CARD])
     url = stack.function_url("billing")
 
     listed = requests.get(f"{url}/invoices", headers=ann.headers, timeout=10).json()

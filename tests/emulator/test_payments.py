@@ -14,7 +14,8 @@ import requests
 import stripe
 from simplytalk.billing import DEFAULT_RATE_CARD
 from simplytalk.services.aggregation import read_aggregate
-from simplytalk.services.invoicing import run_period, stripe_settler
+from simplytalk.services.billing_deps import firestore_billing
+from simplytalk.services.invoicing import run_period
 
 from devtools.bench.stripe_calls import CountingStripe
 from devtools.stack import Stack
@@ -111,10 +112,10 @@ def test_monthly_invoices_become_finalized_stripe_invoices_once(stack: Stack, db
     for user in users:
         db.collection("users").document(user.uid).set({"email": user.email})
     _october(db, users)
-    settle = stripe_settler(db, sc, lambda: NOV)
+    billing = firestore_billing(db, lambda: NOV, sc)
 
-    run_period(db, "2026-10", [DEFAULT_RATE_CARD], lambda: NOV, settle=settle)
-    run_period(db, "2026-10", [DEFAULT_RATE_CARD], lambda: NOV, settle=settle)  # rerun: nothing new
+    run_period(billing, "2026-10", [DEFAULT_RATE_CARD])
+    run_period(billing, "2026-10", [DEFAULT_RATE_CARD])  # rerun: nothing new
 
     for i, user in enumerate(users):
         ours = db.collection("invoices").document(f"{user.uid}_2026-10").get().to_dict()
@@ -145,12 +146,11 @@ def test_a_crash_between_stripe_calls_then_a_rerun_charges_once(stack: Stack, db
 
             sc.v1.invoices.finalize_invoice = failing  # type: ignore[method-assign]
 
-    first = run_period(db, "2026-10", [DEFAULT_RATE_CARD], lambda: NOV,
-                       settle=stripe_settler(db, FinalizeFails(), lambda: NOV))
+    first = run_period(firestore_billing(db, lambda: NOV, FinalizeFails()), "2026-10", [DEFAULT_RATE_CARD])
     assert first.counts == {"failed": 1} and first.failed == [ann.uid]  # recorded; the run went on
     assert db.collection("invoices").document(f"{ann.uid}_2026-10").get().to_dict()["status"] == "draft"
 
-    run_period(db, "2026-10", [DEFAULT_RATE_CARD], lambda: NOV, settle=stripe_settler(db, sc, lambda: NOV))
+    run_period(firestore_billing(db, lambda: NOV, sc), "2026-10", [DEFAULT_RATE_CARD])
 
     theirs = sc.v1.invoices.list(params={"customer": profile(db, ann.uid)["stripeCustomerId"]}).data
     assert len(theirs) == 1 and theirs[0].status == "open" and theirs[0].total == 1373
@@ -189,7 +189,7 @@ def advance_stripe_clock(stack: Stack, seconds: int) -> None:
 
 def _invoice_for(stack: Stack, db: Any, sc: stripe.StripeClient, user: Any) -> tuple[str, str]:
     _october(db, [user])
-    run_period(db, "2026-10", [DEFAULT_RATE_CARD], lambda: NOV, settle=stripe_settler(db, sc, lambda: NOV))
+    run_period(firestore_billing(db, lambda: NOV, sc), "2026-10", [DEFAULT_RATE_CARD])
     ours = db.collection("invoices").document(f"{user.uid}_2026-10").get().to_dict()
     return ours["id"], ours["stripeInvoiceId"]
 
@@ -308,13 +308,13 @@ def test_a_rerun_after_idempotency_keys_expired_still_charges_once(stack: Stack,
             "usage": {"totalTokens": tokens, "inputTokens": tokens, "outputTokens": 0}})
     wait_for(lambda: read_aggregate(db, user.uid).totals.total_tokens == 2430)
 
-    first = run_period(db, "2026-10", [DEFAULT_RATE_CARD], lambda: NOV,
-                       settle=stripe_settler(db, failing_on(sc, "add_lines", 2), lambda: NOV))
+    first = run_period(firestore_billing(db, lambda: NOV, failing_on(sc, "add_lines", 2)), "2026-10",
+                       [DEFAULT_RATE_CARD])
     assert first.counts == {"failed": 1}
     requests.delete(f"{stack.stripe_url}/_fake/idempotency", timeout=5)  # a day later: keys forgotten
     advance_stripe_clock(stack, 6 * 3600)  # hours later: the draft waited (it does not advance by itself)
 
-    run_period(db, "2026-10", [DEFAULT_RATE_CARD], lambda: NOV, settle=stripe_settler(db, sc, lambda: NOV))
+    run_period(firestore_billing(db, lambda: NOV, sc), "2026-10", [DEFAULT_RATE_CARD])
 
     ours = db.collection("invoices").document(f"{user.uid}_2026-10").get().to_dict()
     theirs = sc.v1.invoices.list(params={"customer": profile(db, user.uid)["stripeCustomerId"]}).data
@@ -403,7 +403,7 @@ def _half_pushed_by_stripe(stack: Stack, db: Any, sc: stripe.StripeClient, uid: 
     _usage(db, uid, f"half-{uid}-0", 1830, assistant="a-0")
     _usage(db, uid, f"half-{uid}-1", 600, assistant="a-1")
     wait_for(lambda: read_aggregate(db, uid).totals.total_tokens == 2430)
-    run_period(db, "2026-10", [DEFAULT_RATE_CARD], lambda: NOV)  # our invoice only, no Stripe yet
+    run_period(firestore_billing(db, lambda: NOV), "2026-10", [DEFAULT_RATE_CARD])  # our invoice only, no Stripe yet
     ours = _invoice(db, uid)
     customer = profile(db, uid).get("stripeCustomerId") or sc.v1.customers.create(
         params={"metadata": {"uid": uid}}).id
@@ -426,7 +426,7 @@ def test_an_invoice_stripe_finalized_with_fewer_lines_is_voided_and_reissued(sta
     ours, half = _half_pushed_by_stripe(stack, db, sc, ann.uid)
     assert _invoice(db, ann.uid)["status"] == "draft"  # webhooks about the half one changed nothing
 
-    run_period(db, "2026-10", [DEFAULT_RATE_CARD], lambda: NOV, settle=stripe_settler(db, sc, lambda: NOV))
+    run_period(firestore_billing(db, lambda: NOV, sc), "2026-10", [DEFAULT_RATE_CARD])
 
     after = _invoice(db, ann.uid)
     assert sc.v1.invoices.retrieve(half).status == "void"
@@ -445,7 +445,7 @@ def test_a_partial_invoice_stripe_already_charged_is_flagged_never_marked_paid(s
     time.sleep(1)  # its invoice.paid webhook has been handled
     assert _invoice(db, ann.uid)["status"] == "review"
 
-    run_period(db, "2026-10", [DEFAULT_RATE_CARD], lambda: NOV, settle=stripe_settler(db, sc, lambda: NOV))
+    run_period(firestore_billing(db, lambda: NOV, sc), "2026-10", [DEFAULT_RATE_CARD])
 
     after = _invoice(db, ann.uid)
     assert after["status"] == "review" and "(paid) bills 1373, not 1823" in after["reviewReason"]
@@ -457,7 +457,7 @@ def test_a_month_under_stripes_minimum_is_carried_to_the_next_invoice(stack: Sta
     _usage(db, ann.uid, f"small-{ann.uid}", 40)  # 40 tokens = 2/3 min x 45 cents = 30 cents
     wait_for(lambda: read_aggregate(db, ann.uid).totals.total_tokens == 40)
 
-    october = run_period(db, "2026-10", [DEFAULT_RATE_CARD], lambda: NOV, settle=stripe_settler(db, sc, lambda: NOV))
+    october = run_period(firestore_billing(db, lambda: NOV, sc), "2026-10", [DEFAULT_RATE_CARD])
 
     assert october.counts == {"carried": 1}
     carried = requests.get(f"{stack.function_url('billing')}/invoices/{ann.uid}_2026-10", headers=ann.headers,
@@ -468,7 +468,7 @@ def test_a_month_under_stripes_minimum_is_carried_to_the_next_invoice(stack: Sta
 
     _usage(db, ann.uid, f"nov-{ann.uid}", 1830, at=NOV)
     wait_for(lambda: read_aggregate(db, ann.uid).totals.total_tokens == 1870)
-    run_period(db, "2026-11", [DEFAULT_RATE_CARD], lambda: DEC, settle=stripe_settler(db, sc, lambda: DEC))
+    run_period(firestore_billing(db, lambda: DEC, sc), "2026-11", [DEFAULT_RATE_CARD])
 
     november = _invoice(db, ann.uid, "2026-11")
     assert [(line["usagePeriod"], line["amount"]) for line in november["lines"]] == [("2026-10", 30),
@@ -485,7 +485,7 @@ def test_usage_whose_owner_has_no_users_document_is_invoiced_and_reported(stack:
     wait_for(lambda: read_aggregate(db, ghost.uid).totals.total_tokens == 1830)
     wait_for(lambda: db.collection("tokenUsage").document(ghost.uid).get().exists)
 
-    summary = run_period(db, "2026-10", [DEFAULT_RATE_CARD], lambda: NOV, settle=stripe_settler(db, sc, lambda: NOV))
+    summary = run_period(firestore_billing(db, lambda: NOV, sc), "2026-10", [DEFAULT_RATE_CARD])
 
     assert ghost.uid in summary.without_profile
     assert _invoice(db, ghost.uid)["total"] == 1373
@@ -498,13 +498,13 @@ def test_a_month_after_the_first_costs_three_stripe_calls(stack: Stack, db: Any,
                                                           sc: stripe.StripeClient) -> None:
     _usage(db, ann.uid, f"m1-{ann.uid}", 1830)
     wait_for(lambda: read_aggregate(db, ann.uid).totals.total_tokens == 1830)
-    run_period(db, "2026-10", [DEFAULT_RATE_CARD], lambda: NOV, settle=stripe_settler(db, sc, lambda: NOV))
+    run_period(firestore_billing(db, lambda: NOV, sc), "2026-10", [DEFAULT_RATE_CARD])
     for k in range(3):
         _usage(db, ann.uid, f"m2-{ann.uid}-{k}", 1830, at=NOV, assistant=f"a-{k}")
     wait_for(lambda: read_aggregate(db, ann.uid).totals.total_tokens == 4 * 1830)
     counting = CountingStripe(sc)
 
-    run_period(db, "2026-11", [DEFAULT_RATE_CARD], lambda: DEC, settle=stripe_settler(db, counting, lambda: DEC))
+    run_period(firestore_billing(db, lambda: DEC, counting), "2026-11", [DEFAULT_RATE_CARD])
 
     assert list(counting.calls.elements()) == ["v1.invoices.create", "v1.invoices.add_lines",
                                                 "v1.invoices.finalize_invoice"]
@@ -632,12 +632,12 @@ def test_a_5xx_stripe_kept_under_its_key_does_not_block_the_next_run(stack: Stac
     wait_for(lambda: read_aggregate(db, ann.uid).totals.total_tokens == 1830)
     requests.post(f"{stack.stripe_url}/_fake/faults", json={"method": "POST", "path": "/v1/invoices/*/add_lines",
                                                             "status": 500, "count": 1, "saved": True}, timeout=5)
-    first = run_period(db, "2026-10", [DEFAULT_RATE_CARD], lambda: NOV, settle=stripe_settler(db, sc, lambda: NOV))
+    first = run_period(firestore_billing(db, lambda: NOV, sc), "2026-10", [DEFAULT_RATE_CARD])
     assert first.counts == {"failed": 1}
-    second = run_period(db, "2026-10", [DEFAULT_RATE_CARD], lambda: NOV, settle=stripe_settler(db, sc, lambda: NOV))
+    second = run_period(firestore_billing(db, lambda: NOV, sc), "2026-10", [DEFAULT_RATE_CARD])
     assert second.counts == {"failed": 1}  # the same key: Stripe replays its 500 (for a day)
 
-    third = run_period(db, "2026-10", [DEFAULT_RATE_CARD], lambda: NOV, settle=stripe_settler(db, sc, lambda: NOV))
+    third = run_period(firestore_billing(db, lambda: NOV, sc), "2026-10", [DEFAULT_RATE_CARD])
 
     assert third.counts == {"exists": 1}
     theirs = _stripe_invoices(db, sc, ann.uid)

@@ -16,11 +16,10 @@ from typing import Any
 import pytest
 from simplytalk.billing import DEFAULT_RATE_CARD
 from simplytalk.models import UsageEvent
-from simplytalk.repositories.usage import apply_event, read_aggregate
-from simplytalk.services import invoicing
+from simplytalk.repositories.invoices import FirestoreInvoices
+from simplytalk.services.aggregation import apply_event, check_user, read_aggregate, shard_of
+from simplytalk.services.billing_deps import firestore_billing
 from simplytalk.services.invoicing import invoice_user, run_period
-from simplytalk.services.usage_deps import firestore_usage_deps
-from simplytalk.usage_counters import shard_of
 
 from devtools.stack import Stack
 from migrations import m004_ledger_years
@@ -98,7 +97,7 @@ def test_thirty_months_of_events_never_put_more_than_12_periods_in_a_shard(db: A
     assert max(len(d["periods"]) for d in found.values()) <= 12
     assert {sid[:4] for sid in found} == {"2025", "2026", "2027"}
     assert len(read_aggregate(db, "u-roll").periods) == 30
-    assert firestore_usage_deps(db).check("u-roll").matches  # the counters agree with the raw events
+    assert check_user(db, "u-roll").matches  # the counters agree with the raw events
 
 
 def test_a_shard_document_from_before_the_roll_over_still_counts(db: Any) -> None:
@@ -118,8 +117,8 @@ def test_a_shard_document_from_before_the_roll_over_still_counts(db: Any) -> Non
     assert {p: f.total_tokens for p, f in aggregate.periods.items()} == {"2026-11": 720, "2026-12": 180}
     assert aggregate.period_assistants["2026-11"]["asst_roll"].total_tokens == 720
     assert set(shards(db, "u-roll")) == {"3", f"2026-{shard_of('resp_after_1')}", f"2026-{shard_of('resp_after_2')}"}
-    invoice = invoice_user(db, "u-roll", "2026-11", [DEFAULT_RATE_CARD], DEC).invoice or {}
-    assert invoice["total"] == 12 * 45  # 720 tokens: 12 minutes, the legacy document's included
+    invoice = invoice_user(firestore_billing(db), "u-roll", "2026-11", [DEFAULT_RATE_CARD], DEC).invoice
+    assert invoice is not None and invoice.total == 12 * 45  # 720 tokens: 12 minutes, the legacy document's included
 
 
 # -- the ledger ------------------------------------------------------------------------------------
@@ -132,13 +131,13 @@ def profile(db: Any) -> None:
 def test_late_december_usage_is_billed_in_january_and_recorded_in_last_years_document(db: Any, profile: None) -> None:
     usage(db, "resp_dec", "u-roll", 600, DEC)
     wait_for(lambda: read_aggregate(db, "u-roll").totals.total_tokens == 600)
-    run_period(db, "2026-12", [DEFAULT_RATE_CARD], lambda: JAN)
+    run_period(firestore_billing(db, lambda: JAN), "2026-12", [DEFAULT_RATE_CARD])
     assert billed_tokens(ledger_years(db, "u-roll")["2026"]) == {"2026-12": {"asst_roll": 600}}
 
     usage(db, "resp_dec_late", "u-roll", 120, DEC)  # a December call reported in January
     usage(db, "resp_jan", "u-roll", 240, JAN, assistant="asst_jan")
     wait_for(lambda: read_aggregate(db, "u-roll").totals.total_tokens == 960)
-    run_period(db, "2027-01", [DEFAULT_RATE_CARD], lambda: FEB)
+    run_period(firestore_billing(db, lambda: FEB), "2027-01", [DEFAULT_RATE_CARD])
 
     january = invoices(db)["u-roll_2027-01"]
     assert lines(january) == [("2026-12", "2", 90), ("2027-01", "4", 180)]
@@ -150,7 +149,7 @@ def test_late_december_usage_is_billed_in_january_and_recorded_in_last_years_doc
     assert years["2026"]["lastInvoiceId"] == years["2027"]["lastInvoiceId"] == "u-roll_2027-01"
     root = db.collection("billingLedger").document("u-roll").get().to_dict()
     assert root["lastInvoiceId"] == "u-roll_2027-01" and "billed" not in root
-    run_period(db, "2027-02", [DEFAULT_RATE_CARD], lambda: FEB + dt.timedelta(days=28))
+    run_period(firestore_billing(db, lambda: FEB + dt.timedelta(days=28)), "2027-02", [DEFAULT_RATE_CARD])
     assert "u-roll_2027-02" not in invoices(db)  # nothing left unbilled
 
 
@@ -162,19 +161,20 @@ def test_two_runs_at_once_bill_the_same_usage_once(db: Any, monkeypatch: pytest.
     wait_for(lambda: read_aggregate(db, "u-roll").totals.total_tokens == 900)
     barrier = threading.Barrier(2, timeout=30)
     reads: Counter[str] = Counter()
-    real = invoicing.read_ledger
+    real = FirestoreInvoices.ledger
 
-    def read_ledger_together(db_: Any, uid: str, years: list[str]) -> Any:
-        snaps = real(db_, uid, years)
+    def read_ledger_together(self: FirestoreInvoices, uid: str, years: list[str]) -> Any:
+        snaps = real(self, uid, years)
         name = threading.current_thread().name
         reads[name] += 1
         if reads[name] == 1:
             barrier.wait()
         return snaps
 
-    monkeypatch.setattr(invoicing, "read_ledger", read_ledger_together)
+    monkeypatch.setattr(FirestoreInvoices, "ledger", read_ledger_together)
+    billing = firestore_billing(db)
     with ThreadPoolExecutor(2) as pool:
-        outcomes = list(pool.map(lambda p: invoice_user(db, "u-roll", p, [DEFAULT_RATE_CARD], FEB).outcome,
+        outcomes = list(pool.map(lambda p: invoice_user(billing, "u-roll", p, [DEFAULT_RATE_CARD], FEB).outcome,
                                  ["2026-12", "2027-01"]))
 
     # January's run may have won with December's usage on it: December's then finds nothing left
@@ -201,7 +201,7 @@ def test_a_legacy_root_ledger_still_counts_and_is_carried_into_the_year_document
     usage(db, "resp_nov", "u-roll", 120, NOV)
     wait_for(lambda: read_aggregate(db, "u-roll").totals.total_tokens == 720)
 
-    run_period(db, "2026-11", [DEFAULT_RATE_CARD], lambda: DEC)
+    run_period(firestore_billing(db, lambda: DEC), "2026-11", [DEFAULT_RATE_CARD])
 
     assert lines(invoices(db)["u-roll_2026-11"]) == [("2026-11", "2", 90)]  # October not billed again
     assert billed_tokens(ledger_years(db, "u-roll")["2026"]) == {"2026-10": {"asst_roll": 600},
@@ -319,7 +319,8 @@ def test_invoicing_after_migration_004_bills_only_what_the_legacy_ledger_had_not
                                    ("e-mar", 120, dt.datetime(2026, 3, 3, tzinfo=dt.UTC))]:
         apply_event(legacy, event_id, UsageEvent.model_validate(fields("u-two-years", tokens, when, "a")), NOV)
 
-    outcome = invoice_user(legacy, "u-two-years", "2026-03", [DEFAULT_RATE_CARD], NOV)
+    outcome = invoice_user(firestore_billing(legacy), "u-two-years", "2026-03", [DEFAULT_RATE_CARD], NOV)
 
     assert outcome.outcome == "created"
-    assert lines(outcome.invoice or {}) == [("2026-01", "0.5", 23), ("2026-03", "2", 90)]
+    assert outcome.invoice is not None
+    assert lines(outcome.invoice.to_firestore()) == [("2026-01", "0.5", 23), ("2026-03", "2", 90)]

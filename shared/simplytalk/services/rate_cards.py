@@ -1,22 +1,23 @@
-"""Rate cards as data: immutable, versioned by the date they take effect."""
+"""Rate cards as data: immutable, versioned by the date they take effect (stored through
+`repositories.rate_cards`)."""
 
 from __future__ import annotations
 
 import datetime as dt
-import time
 from decimal import Decimal
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, field_validator
 from pydantic.alias_generators import to_camel
 
-from simplytalk import collections as col
-from simplytalk.billing import DEFAULT_RATE_CARD, RateCard
-from simplytalk.errors import Conflict, FieldViolation, InvalidInput
-from simplytalk.invoicing import card_order
+from simplytalk.billing import RateCard
+from simplytalk.errors import FieldViolation, InvalidInput
+from simplytalk.period import Period
 
 if TYPE_CHECKING:
     from google.cloud.firestore import Client
+
+    from simplytalk.repositories.rate_cards import FirestoreRateCards, RateCards
 
 
 # For the OpenAPI document: what `_exact` lets through (a whole number, or an exact decimal string).
@@ -44,46 +45,17 @@ class RateCardInput(BaseModel):
         return value
 
 
-def to_card(doc_id: str, data: dict[str, Any]) -> RateCard:
-    added_at = data.get("createdAt")
-    return RateCard(id=doc_id, effective_from=dt.date.fromisoformat(data["effectiveFrom"]),
-                    tokens_per_minute=int(data["tokensPerMinute"]),
-                    cents_per_minute=Decimal(data["centsPerMinute"]), currency=data.get("currency", "usd"),
-                    openai_basis=data.get("openaiBasis", "tokens"),
-                    added_at=added_at if isinstance(added_at, dt.datetime) else None)
-
-
 def card_json(card: RateCard) -> dict[str, Any]:
     return {"id": card.id, "effectiveFrom": card.effective_from.isoformat(),
             "tokensPerMinute": card.tokens_per_minute, "centsPerMinute": str(card.cents_per_minute),
             "currency": card.currency, "openaiBasis": card.openai_basis}
 
 
-def list_cards(db: Client) -> list[RateCard]:
-    """Every stored card plus the built-in default, oldest first."""
-    stored = [to_card(s.id, s.to_dict() or {}) for s in db.collection(col.RATE_CARDS).stream()]
-    ids = {c.id for c in stored}
-    cards = stored + ([DEFAULT_RATE_CARD] if DEFAULT_RATE_CARD.id not in ids else [])
-    return sorted(cards, key=card_order)
-
-
 CARDS_TTL_SECONDS = 60.0
-_cached: tuple[float, list[RateCard]] | None = None
-
-
-def cached_cards(db: Client, ttl: float = CARDS_TTL_SECONDS) -> list[RateCard]:
-    """`list_cards`, read at most once a `ttl` per instance (the usage mirrors price every rollup).
-    A card takes effect in a month not yet begun, so a card up to `ttl` old prices this month right."""
-    global _cached
-    moment = time.monotonic()
-    if _cached is None or moment - _cached[0] > ttl:
-        _cached = (moment, list_cards(db))
-    return _cached[1]
 
 
 def next_month_start(now: dt.datetime) -> dt.date:
-    first = now.astimezone(dt.UTC).date().replace(day=1)
-    return (first + dt.timedelta(days=32)).replace(day=1)
+    return Period.of(now).next().start
 
 
 def effective_date(requested: dt.date | None, now: dt.datetime) -> dt.date:
@@ -101,20 +73,40 @@ def effective_date(requested: dt.date | None, now: dt.datetime) -> dt.date:
     return requested
 
 
-def add_card(db: Client, data: RateCardInput, created_by: str, now: dt.datetime) -> RateCard:
+def add_card(cards: RateCards, data: RateCardInput, created_by: str, now: dt.datetime) -> RateCard:
     """A new card from a month that has not begun (closed and current months keep their card).
-    Cards are immutable; a second card for the same month replaces the first (the last added wins)."""
-    from google.api_core import exceptions as gexc
-
+    Cards are immutable (Conflict for an id that exists); a second card for the same month
+    replaces the first (the last added wins)."""
     effective_from = effective_date(data.effective_from, now)
     card_id = data.id or f"card-{effective_from.isoformat()}-{now.strftime('%Y%m%d%H%M%S')}"
     card = RateCard(id=card_id, effective_from=effective_from, tokens_per_minute=data.tokens_per_minute,
                     cents_per_minute=data.cents_per_minute, currency=data.currency,
                     openai_basis=data.openai_basis, added_at=now)
-    try:
-        db.collection(col.RATE_CARDS).document(card_id).create(
-            {**{k: v for k, v in card_json(card).items() if k != "id"}, "createdAt": now,
-             "createdBy": created_by})
-    except gexc.AlreadyExists as exc:
-        raise Conflict(f"rate card {card_id} exists; cards are immutable, add a new one") from exc
+    cards.add(card, created_by)
     return card
+
+
+# -- for callers that still hand over a Firestore client (usage views, margin, the mirrors) ------
+
+_repositories: dict[int, tuple[Client, FirestoreRateCards]] = {}
+
+
+def shared_rate_cards(db: Client) -> FirestoreRateCards:
+    """The instance's one rate card repository for `db` (so its cache is shared by every caller)."""
+    from simplytalk.repositories.rate_cards import FirestoreRateCards
+
+    found = _repositories.get(id(db))
+    if found is None or found[0] is not db:
+        found = _repositories[id(db)] = (db, FirestoreRateCards(db))
+    return found[1]
+
+
+def list_cards(db: Client) -> list[RateCard]:
+    """Every stored card plus the built-in default, oldest first."""
+    return shared_rate_cards(db).list()
+
+
+def cached_cards(db: Client, ttl: float = CARDS_TTL_SECONDS) -> list[RateCard]:
+    """`list_cards`, read at most once a `ttl` per instance (the usage mirrors price every rollup).
+    A card takes effect in a month not yet begun, so a card up to `ttl` old prices this month right."""
+    return shared_rate_cards(db).list(max_age=ttl)

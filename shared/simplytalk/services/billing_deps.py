@@ -1,0 +1,67 @@
+"""What the billing services work with (invoices and the ledger, the counted usage, rate cards,
+the clock, the Stripe step), and its production wiring: in one place."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any
+
+from simplytalk.invoice import Invoice
+from simplytalk.repositories.billable_usage import BillableUsage
+from simplytalk.repositories.invoices import Invoices
+from simplytalk.repositories.rate_cards import RateCards
+
+if TYPE_CHECKING:
+    import stripe
+    from google.cloud.firestore import Client
+
+Settle = Callable[[Invoice], str]  # the Stripe step for an invoice created or found (idempotent)
+
+
+@dataclass(frozen=True)
+class BillingDeps:
+    invoices: Invoices
+    usage: BillableUsage
+    rate_cards: RateCards
+    clock: Callable[[], dt.datetime]
+    settle: Settle | None = None
+
+    def settling(self, settle: Settle | None) -> BillingDeps:
+        return replace(self, settle=settle)
+
+
+class StripeSettlement:
+    """`settle` in production: a draft invoice becomes a finalized Stripe invoice (push_invoice is
+    idempotent); one with nothing to collect is marked paid; any other status is left to Stripe."""
+
+    def __init__(self, db: Client, client: stripe.StripeClient, clock: Callable[[], dt.datetime]) -> None:
+        self.db, self.client, self.clock = db, client, clock
+
+    def __call__(self, invoice: Invoice) -> str:
+        from simplytalk.invoice import InvoiceStatus
+        from simplytalk.services.payments import push_invoice, set_invoice_status
+
+        if invoice.status != InvoiceStatus.DRAFT:
+            return "settled"
+        if invoice.total == 0:
+            set_invoice_status(self.db, invoice.id, "paid", {}, self.clock())  # nothing to collect
+            return "nothing-due"
+        return push_invoice(self.db, self.client, invoice.to_firestore(), self.clock())
+
+
+def firestore_billing(db: Client | None = None, clock: Callable[[], dt.datetime] | None = None,
+                      stripe_client: Any = None) -> BillingDeps:
+    """Firestore repositories and the counters; with `stripe_client`, invoices are pushed to Stripe."""
+    from simplytalk.clock import utcnow
+    from simplytalk.firestore import firestore_client
+    from simplytalk.repositories.billable_usage import CounterUsage
+    from simplytalk.repositories.invoices import FirestoreInvoices
+    from simplytalk.services.rate_cards import shared_rate_cards
+
+    db = db if db is not None else firestore_client()
+    clock = clock or utcnow
+    settle = StripeSettlement(db, stripe_client, clock) if stripe_client is not None else None
+    return BillingDeps(invoices=FirestoreInvoices(db), usage=CounterUsage(db), rate_cards=shared_rate_cards(db),
+                       clock=clock, settle=settle)
