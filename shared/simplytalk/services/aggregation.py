@@ -64,6 +64,7 @@ from simplytalk.repositories.usage import (
     assistant_totals,
     read_aggregate,
 )
+from simplytalk.services.history import recent_history
 from simplytalk.usage_counters import (
     FIGURE_FIELDS,
     SHARDS,
@@ -146,8 +147,6 @@ def _roll_up(usage: UsageCounters, uid: str, summary: Summary, now: Clock, cards
     """One rollup, under the lease: read the counters, write the assistants' and the summary's
     mirrors (assistants first: if that fails, the summary still says "not covered" and a retry
     redoes it). LOST when the summary changed since it was read."""
-    from simplytalk.services.history import recent_history
-
     aggregate = usage.read_aggregate(uid)
     if aggregate.read_time is None:
         return Rollup.NOTHING

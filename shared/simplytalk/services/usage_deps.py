@@ -10,8 +10,9 @@ from typing import TYPE_CHECKING, Any
 
 from simplytalk.billing import RateCard
 from simplytalk.repositories.usage import UsageCounters
-from simplytalk.services import aggregation, usage
+from simplytalk.services import aggregation
 from simplytalk.services.aggregation import RebuildReport, Rollup
+from simplytalk.services.usage import usage_view
 
 if TYPE_CHECKING:
     from google.cloud.firestore import Client
@@ -39,7 +40,7 @@ class UsageDeps:
 
     def view(self, uid: str, period: str, assistant_id: str | None, size: int, token: str | None,
              group_by: str = "event") -> dict[str, Any]:
-        return usage.usage_view(self.usage, uid, self.cards(), period, assistant_id, size, token, group_by)
+        return usage_view(self.usage, uid, self.cards(), period, assistant_id, size, token, group_by)
 
 
 def firestore_usage_deps(db: Client | None = None, cached: bool = True) -> UsageDeps:
