@@ -138,9 +138,9 @@ def naive(quiet: Stack, sc: stripe.StripeClient, project: str | None = None, use
             continue
         priced = price([Unbilled(PERIOD, aid, providers[aid], f) for aid, f in sorted(per.items())],
                        lambda p: DEFAULT_RATE_CARD)
-        doc = Invoice.draft(uid, PERIOD, priced, DEFAULT_RATE_CARD, NOW).to_firestore()
-        db.collection("invoices").document(doc["id"]).create(doc)
-        push_invoice(db, sc, doc, NOW)
+        invoice = Invoice.draft(uid, PERIOD, priced, DEFAULT_RATE_CARD, NOW)
+        db.collection("invoices").document(invoice.id).create(invoice.to_firestore())
+        push_invoice(db, sc, invoice, NOW)
         invoices += 1
         total += priced.total
     elapsed = time.monotonic() - start

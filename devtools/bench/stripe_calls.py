@@ -56,8 +56,9 @@ class CountingStripe:
         return total
 
 
-def naive_push(db: Any, client: Any, invoice: dict[str, Any], now: dt.datetime) -> str:
+def naive_push(db: Any, client: Any, entity: Invoice, now: dt.datetime) -> str:
     """The baseline: a draft, one invoice item per line, finalize (what the old push did)."""
+    invoice = entity.to_firestore()
     customer = ensure_customer(db, client, invoice["userId"], now)
     draft = client.v1.invoices.create(params={
         "customer": customer, "collection_method": "charge_automatically", "auto_advance": False,
@@ -98,7 +99,7 @@ def _settler(db: Any, client: Any, push: Any, now: dt.datetime) -> Any:
     def settle(invoice: Invoice) -> str:
         if invoice.status != InvoiceStatus.DRAFT:
             return "settled"
-        return str(push(db, client, invoice.to_firestore(), now))
+        return str(push(db, client, invoice, now))
     return settle
 
 

@@ -19,10 +19,13 @@ import datetime as dt
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
-from typing import Any
+from typing import TYPE_CHECKING
 
 from simplytalk.billing import DEFAULT_RATE_CARD, RateCard, UsageFigures, round_lines
 from simplytalk.period import Period
+
+if TYPE_CHECKING:
+    from simplytalk.invoice import InvoiceLine
 
 Figures = Mapping[str, Mapping[str, UsageFigures]]  # period -> assistant -> figures
 
@@ -160,22 +163,21 @@ class StripeLine:
     metadata: dict[str, str]
 
 
-def stripe_lines(lines: Sequence[Mapping[str, Any]], limit: int = MAX_STRIPE_LINES) -> list[StripeLine]:
+def stripe_lines(lines: Sequence[InvoiceLine], limit: int = MAX_STRIPE_LINES) -> list[StripeLine]:
     """Our invoice's lines as Stripe line items: one per assistant and usage period, or, past
     Stripe's cap, one per usage period and provider (amounts add up to the same total)."""
     if len(lines) <= limit:
-        return [StripeLine(str(i), int(line["amount"]),
-                           f"{line['provider']} assistant {line['assistantId']}: {line['minutes']} min "
-                           f"({line['usagePeriod']})",
-                           {"line": str(i), "assistantId": str(line["assistantId"]),
-                            "usagePeriod": str(line["usagePeriod"])})
+        return [StripeLine(str(i), line.amount,
+                           f"{line.provider} assistant {line.assistant_id}: {line.minutes_display} min "
+                           f"({line.usage_period})",
+                           {"line": str(i), "assistantId": line.assistant_id, "usagePeriod": line.usage_period})
                 for i, line in enumerate(lines)]
-    groups: dict[tuple[str, str], list[Mapping[str, Any]]] = {}
+    groups: dict[tuple[str, str], list[InvoiceLine]] = {}
     for line in lines:
-        groups.setdefault((str(line["usagePeriod"]), str(line["provider"])), []).append(line)
+        groups.setdefault((line.usage_period, line.provider), []).append(line)
     if len(groups) > limit:
         raise ValueError(f"{len(groups)} usage periods and providers do not fit one Stripe invoice")
-    return [StripeLine(f"g{i}", sum(int(x["amount"]) for x in members),
+    return [StripeLine(f"g{i}", sum(x.amount for x in members),
                        f"{provider}: {len(members)} assistants ({period})",
                        {"line": f"g{i}", "usagePeriod": period, "assistants": str(len(members))})
             for i, ((period, provider), members) in enumerate(sorted(groups.items()))]

@@ -13,6 +13,7 @@ import pytest
 import requests
 import stripe
 from simplytalk.billing import DEFAULT_RATE_CARD
+from simplytalk.invoice import Invoice
 from simplytalk.services.aggregation import read_aggregate
 from simplytalk.services.billing_deps import firestore_billing
 from simplytalk.services.invoicing import run_period
@@ -530,10 +531,11 @@ def test_a_retry_pages_through_the_lines_already_on_stripes_invoice(stack: Stack
     monkeypatch.setattr(payments, "LINES_PER_REQUEST", 60)
     doc = _many_lines(db, ann.uid, 200)
     with pytest.raises(stripe.APIConnectionError):
-        payments.push_invoice(db, failing_on(sc, "add_lines", 4), doc, NOV)  # 180 lines in, then a crash
+        # 180 lines in, then a crash
+        payments.push_invoice(db, failing_on(sc, "add_lines", 4), Invoice.from_firestore(doc), NOV)
     requests.delete(f"{stack.stripe_url}/_fake/idempotency", timeout=5)
 
-    assert payments.push_invoice(db, sc, _invoice(db, ann.uid), NOV) == "pushed"
+    assert payments.push_invoice(db, sc, Invoice.from_firestore(_invoice(db, ann.uid)), NOV) == "pushed"
 
     stripe_id = _invoice(db, ann.uid)["stripeInvoiceId"]
     lines = list(sc.v1.invoices.line_items.list(stripe_id, params={"limit": 100}).auto_paging_iter())
@@ -547,7 +549,7 @@ def test_more_lines_than_stripe_allows_are_grouped_to_the_same_total(stack: Stac
 
     doc = _many_lines(db, ann.uid, 300)
 
-    assert payments.push_invoice(db, sc, doc, NOV) == "pushed"
+    assert payments.push_invoice(db, sc, Invoice.from_firestore(doc), NOV) == "pushed"
 
     theirs = sc.v1.invoices.retrieve(_invoice(db, ann.uid)["stripeInvoiceId"])
     assert theirs.total == 300 * 45 and theirs.status == "open"

@@ -8,6 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from simplytalk.billing import DEFAULT_RATE_CARD, RateCard, UsageFigures, round_half_up
+from simplytalk.invoice import InvoiceLine
 from simplytalk.invoicing import Unbilled, below_minimum, card_for, price, stripe_lines, unbilled
 
 CARD_2027 = RateCard("2027", dt.date(2027, 1, 1), 100, Decimal("30.5"))
@@ -80,9 +81,9 @@ def test_of_two_cards_from_the_same_day_the_one_added_last_wins() -> None:
     assert card_for("2027-03", [first, second, DEFAULT_RATE_CARD]).id == "aa-second"
 
 
-def _lines(n: int, periods: int = 1) -> list[dict[str, object]]:
-    return [{"assistantId": f"a-{i}", "provider": "openai" if i % 2 else "vapi",
-             "usagePeriod": f"2026-{10 + i % periods:02d}", "minutes": "1", "amount": 7 + i} for i in range(n)]
+def _lines(n: int, periods: int = 1) -> list[InvoiceLine]:
+    return [InvoiceLine(f"a-{i}", "openai" if i % 2 else "vapi", f"2026-{10 + i % periods:02d}", Fraction(1), 7 + i,
+                        "card") for i in range(n)]
 
 
 def test_up_to_250_lines_go_to_stripe_one_per_assistant_and_period() -> None:
@@ -99,7 +100,7 @@ def test_past_stripes_cap_lines_are_grouped_and_add_up_to_the_same_total(n: int,
     sent = stripe_lines(lines)
 
     assert len(sent) <= 2 * periods
-    assert sum(line.amount for line in sent) == sum(int(str(line["amount"])) for line in lines)
+    assert sum(line.amount for line in sent) == sum(line.amount for line in lines)
     assert len({line.key for line in sent}) == len(sent)
 
 

@@ -48,7 +48,7 @@ class StripeSettlement:
         if invoice.total == 0:
             set_invoice_status(self.db, invoice.id, "paid", {}, self.clock())  # nothing to collect
             return "nothing-due"
-        return push_invoice(self.db, self.client, invoice.to_firestore(), self.clock())
+        return push_invoice(self.db, self.client, invoice, self.clock())
 
 
 def firestore_billing(db: Client | None = None, clock: Callable[[], dt.datetime] | None = None,

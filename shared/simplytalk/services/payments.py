@@ -11,12 +11,14 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import hashlib
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from simplytalk import collections as col
 from simplytalk import logs
 from simplytalk.errors import Conflict, FailedPrecondition, NotFound, PaymentNeeded, Unavailable
 from simplytalk.ids import valid_document_id
+from simplytalk.invoice import Invoice
 from simplytalk.invoicing import StripeLine, below_minimum, stripe_lines
 from simplytalk.stripe_gateway import is_missing, is_refusal, is_stripe_error
 
@@ -231,7 +233,7 @@ def apply_subscription(db: Client, subscription: dict[str, Any]) -> str | None:
 
 # -- invoices ---------------------------------------------------------------------------------
 
-def push_invoice(db: Client, client: stripe.StripeClient, invoice: dict[str, Any], now: dt.datetime) -> str:
+def push_invoice(db: Client, client: stripe.StripeClient, invoice: Invoice, now: dt.datetime) -> str:
     """Make our invoice a finalized Stripe invoice, charged automatically, exactly once.
 
     The Stripe invoice is created as a draft that does not advance by itself (and without the
@@ -244,8 +246,8 @@ def push_invoice(db: Client, client: stripe.StripeClient, invoice: dict[str, Any
     """
     import stripe
 
-    invoice_id = invoice["id"]
-    if invoice["total"] == 0 or below_minimum(invoice["total"], invoice["currency"]):
+    invoice_id = invoice.id
+    if invoice.total == 0 or below_minimum(invoice.total, invoice.currency):
         raise ValueError(f"invoice {invoice_id} has nothing Stripe would collect")
     try:
         return _push(db, client, invoice, now)
@@ -259,23 +261,23 @@ def push_invoice(db: Client, client: stripe.StripeClient, invoice: dict[str, Any
         raise
 
 
-def _push(db: Client, client: stripe.StripeClient, invoice: dict[str, Any], now: dt.datetime) -> str:
+def _push(db: Client, client: stripe.StripeClient, invoice: Invoice, now: dt.datetime) -> str:
     import stripe
 
-    invoice_id = invoice["id"]
-    customer_id = ensure_customer(db, client, invoice["userId"], now)
+    invoice_id = invoice.id
+    customer_id = ensure_customer(db, client, invoice.user_id, now)
     for _ in range(3):
         stripe_invoice, fresh = _stripe_draft(db, client, invoice, customer_id, now)
         if stripe_invoice.status == "draft":
             stripe_invoice = _complete(client, invoice, stripe_invoice, fresh)
-        if stripe_invoice.total == invoice["total"]:
+        if stripe_invoice.total == invoice.total:
             apply_invoice(db, _plain(stripe_invoice), None, now)
             return "pushed"
         log.error("stripe invoice %s (%s) bills %s, ours %s bills %s", stripe_invoice.id, stripe_invoice.status,
-                  stripe_invoice.total, invoice_id, invoice["total"],
+                  stripe_invoice.total, invoice_id, invoice.total,
                   extra={"fields": {"invoiceId": invoice_id, "stripeInvoiceId": stripe_invoice.id}})
         if stripe_invoice.status in ("paid", "draft"):
-            reason = _review_reason(stripe_invoice.id, stripe_invoice.status, stripe_invoice.total, invoice["total"])
+            reason = _review_reason(stripe_invoice.id, stripe_invoice.status, stripe_invoice.total, invoice.total)
             _move(db, invoice_id, "review", {"reviewReason": reason}, now)
             return "review"
         if stripe_invoice.status in ("open", "uncollectible"):
@@ -301,26 +303,26 @@ def _replayed_failure(exc: Exception) -> bool:
     return replayed and int(getattr(exc, "http_status", 0) or 0) >= 500
 
 
-def _key(invoice: dict[str, Any], base: str) -> str:
+def _key(invoice: Invoice, base: str) -> str:
     """An idempotency key for one step of pushing `invoice` (fresh after a replayed failure)."""
-    attempt = int(invoice.get("stripeKeyAttempt") or 0)
+    attempt = invoice.stripe_key_attempt
     return f"{base}-a{attempt}" if attempt else base
 
 
-def _stripe_draft(db: Client, client: stripe.StripeClient, invoice: dict[str, Any], customer_id: str,
+def _stripe_draft(db: Client, client: stripe.StripeClient, invoice: Invoice, customer_id: str,
                   now: dt.datetime) -> tuple[Any, bool]:
     """Stripe's invoice for ours, and whether it was just created (so it has no lines yet)."""
-    if invoice.get("stripeInvoiceId"):
-        return client.v1.invoices.retrieve(invoice["stripeInvoiceId"]), False
-    reissue = int(invoice.get("stripeReissues") or 0)
-    key = _key(invoice, f"invoice-{invoice['id']}" + (f"-r{reissue}" if reissue else ""))
+    if invoice.stripe_invoice_id:
+        return client.v1.invoices.retrieve(invoice.stripe_invoice_id), False
+    reissue = invoice.stripe_reissues
+    key = _key(invoice, f"invoice-{invoice.id}" + (f"-r{reissue}" if reissue else ""))
     created = client.v1.invoices.create(params={
         "customer": customer_id, "collection_method": "charge_automatically", "auto_advance": False,
-        "pending_invoice_items_behavior": "exclude", "currency": invoice["currency"], "discounts": "",
-        "metadata": {"invoiceId": invoice["id"], "period": invoice["period"], "userId": invoice["userId"]}},
+        "pending_invoice_items_behavior": "exclude", "currency": invoice.currency, "discounts": "",
+        "metadata": {"invoiceId": invoice.id, "period": invoice.period, "userId": invoice.user_id}},
         options={"idempotency_key": key})
-    db.collection(col.INVOICES).document(invoice["id"]).update({"stripeInvoiceId": created.id, "updatedAt": now})
-    invoice["stripeInvoiceId"] = created.id
+    db.collection(col.INVOICES).document(invoice.id).update({"stripeInvoiceId": created.id, "updatedAt": now})
+    invoice.stripe_invoice_id = created.id
     return created, True
 
 
@@ -336,24 +338,24 @@ def _present_lines(client: stripe.StripeClient, stripe_invoice_id: str) -> set[s
         params["starting_after"] = page.data[-1].id
 
 
-def _complete(client: stripe.StripeClient, invoice: dict[str, Any], stripe_invoice: Any, fresh: bool) -> Any:
+def _complete(client: stripe.StripeClient, invoice: Invoice, stripe_invoice: Any, fresh: bool) -> Any:
     """Add the lines a draft lacks; finalize it with automatic collection if it then bills our total."""
     present = set() if fresh else _present_lines(client, stripe_invoice.id)
-    missing = [line for line in stripe_lines(invoice["lines"]) if line.key not in present]
+    missing = [line for line in stripe_lines(invoice.lines) if line.key not in present]
     for start in range(0, len(missing), LINES_PER_REQUEST):
         batch = missing[start:start + LINES_PER_REQUEST]
         lines: list[Any] = [_line_params(invoice, line) for line in batch]
         stripe_invoice = client.v1.invoices.add_lines(stripe_invoice.id, params={"lines": lines}, options={
             "idempotency_key": _key(invoice, _lines_key(stripe_invoice.id, batch))})
-    if stripe_invoice.total != invoice["total"]:
+    if stripe_invoice.total != invoice.total:
         return stripe_invoice  # never finalize a total that is not ours
     return client.v1.invoices.finalize_invoice(stripe_invoice.id, params={"auto_advance": True}, options={
         "idempotency_key": _key(invoice, f"finalize-{stripe_invoice.id}")})
 
 
-def _line_params(invoice: dict[str, Any], line: StripeLine) -> dict[str, Any]:
+def _line_params(invoice: Invoice, line: StripeLine) -> dict[str, Any]:
     return {"amount": line.amount, "description": line.description,
-            "metadata": {"invoiceId": invoice["id"], "period": invoice["period"], **line.metadata}}
+            "metadata": {"invoiceId": invoice.id, "period": invoice.period, **line.metadata}}
 
 
 def _lines_key(stripe_invoice_id: str, batch: list[StripeLine]) -> str:
@@ -361,14 +363,14 @@ def _lines_key(stripe_invoice_id: str, batch: list[StripeLine]) -> str:
     return f"lines-{stripe_invoice_id}-{digest}"
 
 
-def _reissue(db: Client, invoice: dict[str, Any], replaced: str, now: dt.datetime) -> dict[str, Any]:
+def _reissue(db: Client, invoice: Invoice, replaced: str, now: dt.datetime) -> Invoice:
     from google.cloud.firestore import ArrayUnion
 
-    reissues = int(invoice.get("stripeReissues") or 0) + 1
-    db.collection(col.INVOICES).document(invoice["id"]).update({
+    reissues = invoice.stripe_reissues + 1
+    db.collection(col.INVOICES).document(invoice.id).update({
         "stripeInvoiceId": None, "stripeReissues": reissues, "replacedStripeInvoices": ArrayUnion([replaced]),
         "replacingStripeInvoice": None, "updatedAt": now})
-    return {**invoice, "stripeInvoiceId": None, "stripeReissues": reissues}
+    return replace(invoice, stripe_invoice_id=None, stripe_reissues=reissues)
 
 
 STATUS_RANK = {"draft": 0, "open": 1, "failed": 2, "paid": 3, "void": 3, "carried": 3, "review": 3}
