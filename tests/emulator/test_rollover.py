@@ -17,9 +17,11 @@ import pytest
 from simplytalk.billing import DEFAULT_RATE_CARD
 from simplytalk.models import UsageEvent
 from simplytalk.repositories.invoices import FirestoreInvoices
-from simplytalk.services.aggregation import apply_event, check_user, read_aggregate, shard_of
+from simplytalk.repositories.usage import apply_event, read_aggregate
 from simplytalk.services.billing_deps import firestore_billing
 from simplytalk.services.invoicing import invoice_user, run_period
+from simplytalk.services.usage_deps import firestore_usage_deps
+from simplytalk.usage_counters import shard_of
 
 from devtools.stack import Stack
 from migrations import m004_ledger_years
@@ -97,7 +99,7 @@ def test_thirty_months_of_events_never_put_more_than_12_periods_in_a_shard(db: A
     assert max(len(d["periods"]) for d in found.values()) <= 12
     assert {sid[:4] for sid in found} == {"2025", "2026", "2027"}
     assert len(read_aggregate(db, "u-roll").periods) == 30
-    assert check_user(db, "u-roll").matches  # the counters agree with the raw events
+    assert firestore_usage_deps(db).check("u-roll").matches  # the counters agree with the raw events
 
 
 def test_a_shard_document_from_before_the_roll_over_still_counts(db: Any) -> None:
