@@ -297,8 +297,10 @@ class FirestoreAssistants:
         from google.cloud.firestore import Query
         from google.cloud.firestore_v1.base_query import FieldFilter
 
-        collection, field_name = _LISTING[provider]
-        query = (self.db.collection(collection)
+        field_name = _LISTING[provider][1]
+        source = self.db.collection(col.OPENAI_ASSISTANTS) if provider == "openai" else \
+            self.db.collection(col.VAPI_ASSISTANTS)
+        query = (source
                  .where(filter=FieldFilter("userId", "==", uid))
                  .order_by(field_name, direction=Query.DESCENDING)
                  .order_by("__name__", direction=Query.DESCENDING))
