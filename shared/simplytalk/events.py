@@ -31,10 +31,6 @@ class Document:
     create_time: dt.datetime | None
     update_time: dt.datetime | None
 
-    @property
-    def id(self) -> str:
-        return self.path.rsplit("/", 1)[-1]
-
 
 @dataclass(frozen=True)
 class DocumentChange:

@@ -56,25 +56,10 @@ class RealtimeUsage(TokenCounts):
     output_token_details: OutputTokenDetails = Field(default_factory=OutputTokenDetails)
 
 
-class User(CamelModel):
-    """`users/{uid}`."""
-
-    uid: str = Field(exclude=True)
-    email: str | None = None
-    display_name: str | None = None
-    vapi_assistants: list[str] = Field(default_factory=list)
-    openai_assistants: list[str] = Field(default_factory=list)
-    stripe_customer_id: str | None = None
-    is_subscribed: bool = False
-    created_at: datetime | None = None
-
-
 class TokenUsage(TokenCounts):
-    """`tokenUsage/{uid}`: the user's running totals.
-
-    `usageHistory` holds only recent entries (bounded); the full history lives
-    in the `tokenUsage/{uid}/history` subcollection.
-    """
+    """`tokenUsage/{uid}` as init-user first writes it (zero totals); the usage rollup then keeps
+    its mirrors: totals, `currentPeriod` and `usageHistory`, the 20 newest entries (the full
+    history is the `usageEvents` collection, read by `token-usage`)."""
 
     user_id: str
     usage_history: list[dict[str, Any]] = Field(default_factory=list)
@@ -84,13 +69,6 @@ class TokenUsage(TokenCounts):
     @classmethod
     def zero(cls, uid: str, now: datetime) -> TokenUsage:
         return cls(user_id=uid, created_at=now, updated_at=now)
-
-    def totals(self) -> TokenCounts:
-        return TokenCounts(
-            total_tokens=self.total_tokens,
-            input_tokens=self.input_tokens,
-            output_tokens=self.output_tokens,
-        )
 
 
 class KnowledgeSource(CamelModel):
