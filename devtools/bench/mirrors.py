@@ -22,7 +22,7 @@ from google.auth.credentials import AnonymousCredentials
 from google.cloud import firestore
 from simplytalk.models import UsageEvent
 from simplytalk.repositories.usage import apply_event, read_aggregate
-from simplytalk.services.aggregation import MIRROR_PATIENCE, Rollup
+from simplytalk.services.aggregation import MIRROR_PATIENCE, FollowUps, Rollup
 from simplytalk.services.usage_deps import firestore_usage_deps
 
 from devtools.bench.counting import CountingClient
@@ -122,20 +122,29 @@ def convergence(db: Any, uid: str, mode: str) -> dict[str, Any]:
 
 
 def operations_design(db: CountingClient, uid: str) -> dict[str, Any]:
-    """Each event's path as the functions run it (a thread per event, as concurrent triggers):
-    create, apply, rollup; a deferred one does the follow-up's rollup (after the interval)."""
+    """Each event's path as the functions run it (a thread per event, as concurrent triggers of
+    one instance): create, apply, then a rollup unless a follow-up this instance asked for covers
+    it; a deferred one asks for a follow-up and does its work (wait until due, roll up)."""
     db.counter.take_reads(), db.counter.take_writes()
     outcomes: list[str] = []
     deps = firestore_usage_deps(db)
+    follow_ups = FollowUps()
 
     def one(i: int) -> None:
         event_id = f"resp_ops_{uid}_{i}"
         fields = _event(uid, i)
         db.collection("usageEvents").document(event_id).create(fields)
         applied = apply_event(db, event_id, UsageEvent.model_validate(fields), dt.datetime.now(dt.UTC))
-        outcome: str = deps.rollup(uid, applied.commit_time)
+        commit = applied.commit_time
+        assert commit is not None
+        if follow_ups.pending(uid, commit):
+            outcomes.append("pending")
+            return
+        outcome: str = deps.rollup(uid, commit)
         if outcome == Rollup.DEFERRED:
-            outcome = "follow-up " + deps.rollup(uid, applied.commit_time, patience=MIRROR_PATIENCE)
+            due = FollowUps.due_for(commit)
+            follow_ups.asked(uid, due)
+            outcome = "follow-up " + deps.follow_up(uid, due, patience=MIRROR_PATIENCE)
         outcomes.append(outcome)
 
     with ThreadPoolExecutor(10) as pool:

@@ -7,13 +7,14 @@ fail the same way, forever. Anything else raised (Firestore unavailable, a timeo
 
 from __future__ import annotations
 
+import datetime as dt
+
 from pydantic import ValidationError
 from simplytalk import logs
 from simplytalk.config import settings
 from simplytalk.events import DocumentChange, document_event_handler
 from simplytalk.models import UsageEvent
-from simplytalk.repositories.usage import Applied
-from simplytalk.services.aggregation import MIRROR_TOPIC, Rollup, mirror_message
+from simplytalk.services.aggregation import MIRROR_TOPIC, FollowUps, Rollup, mirror_message
 from simplytalk.services.usage_deps import firestore_usage_deps
 from simplytalk.usage_counters import uncountable
 
@@ -24,16 +25,21 @@ def _drop(event_id: str, why: str) -> None:
     log.error("usage event %s not counted: %s", event_id, why, extra={"fields": {"eventId": event_id}})
 
 
-def _follow_up(uid: str, applied: Applied) -> None:
-    """The mirrors were rolled up moments ago: have `mirror-usage` see that they cover this event
-    once the interval is out. If that cannot be arranged, the usage-rollup sweep will."""
+FOLLOW_UPS = FollowUps()  # this instance's
+
+
+def _follow_up(uid: str, commit: dt.datetime) -> None:
+    """The mirrors were rolled up moments ago: have `mirror-usage` see, once the interval is out,
+    that they cover every commit up to then. If that cannot be arranged, the usage-rollup sweep will."""
     from simplytalk.pubsub import PubSubUnavailable, publisher
 
-    assert applied.commit_time is not None
+    due = FollowUps.due_for(commit)
     try:
-        publisher().publish(MIRROR_TOPIC, mirror_message(uid, applied.commit_time), {"userId": uid})
+        publisher().publish(MIRROR_TOPIC, mirror_message(uid, due), {"userId": uid})
     except PubSubUnavailable as exc:
         log.warning("mirrors of %s left to the sweep: %s", uid, exc, extra={"fields": {"uid": uid}})
+        return
+    FOLLOW_UPS.asked(uid, due)
 
 
 @document_event_handler("aggregate-token-usage", age_setting="max_usage_event_age_seconds")
@@ -58,9 +64,14 @@ def handle(change: DocumentChange) -> None:
         _drop(change.document_id, f"the counters refused it: {exc}")
         return
     try:
-        outcome: str = deps.rollup(event.user_id, applied.commit_time)
-        if outcome == Rollup.DEFERRED and applied.commit_time is not None:
-            _follow_up(event.user_id, applied)
+        commit = applied.commit_time
+        outcome: str
+        if commit is not None and FOLLOW_UPS.pending(event.user_id, commit):
+            outcome = "follow-up pending"  # one this instance asked for covers it
+        else:
+            outcome = deps.rollup(event.user_id, commit)
+            if outcome == Rollup.DEFERRED and commit is not None:
+                _follow_up(event.user_id, commit)
     except gexc.InvalidArgument as exc:  # counted; the mirrors catch up on a later event or the sweep
         outcome = "refused"
         log.error("usage event %s counted, mirrors not rolled up: %s", change.document_id, exc,

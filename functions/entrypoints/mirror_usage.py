@@ -1,7 +1,8 @@
 """Pub/Sub `usage-mirrors`: a usage event's trigger found the mirrors rolled up too recently to
 roll up again; wait the interval out and make sure they cover the event. Raise to retry.
 
-Message: `{"userId": uid, "covering": RFC 3339 commit time}` (see `aggregation.mirror_message`).
+Message: `{"userId": uid, "covering": RFC 3339 time}`: cover every commit before it (see
+`aggregation.mirror_message` and `FollowUps`).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ def handle(cloud_event: Any) -> None:
         log.error("mirror-usage: unreadable message; acknowledged")
         return
     uid, covering = request
-    outcome = firestore_usage_deps().rollup(uid, covering, patience=MIRROR_PATIENCE)
+    outcome = firestore_usage_deps().follow_up(uid, covering, patience=MIRROR_PATIENCE)
     log.info("mirror-usage %s: %s", uid, outcome, extra={"fields": {"uid": uid, "rollup": outcome}})
     if outcome in (Rollup.DEFERRED, Rollup.GAVE_UP):
         raise RuntimeError(f"mirrors of {uid} not rolled up yet ({outcome}); retry")

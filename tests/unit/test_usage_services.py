@@ -14,7 +14,7 @@ from simplytalk.errors import InvalidInput, NotFound
 from simplytalk.models import UsageEvent
 from simplytalk.paging import decode_token
 from simplytalk.repositories.usage import LEASE_SECONDS, Applied, InMemoryUsage
-from simplytalk.services.aggregation import MIRROR_PATIENCE, ROLLUP_INTERVAL, Rollup
+from simplytalk.services.aggregation import MIRROR_PATIENCE, ROLLUP_INTERVAL, FollowUps, Rollup
 from simplytalk.services.usage import parse_grouping, parse_period
 from simplytalk.services.usage_deps import UsageDeps
 
@@ -129,6 +129,33 @@ def test_a_burst_s_rollups_are_throttled_to_one_an_interval_and_the_last_is_cove
     assert summary(usage)["totalTokens"] == 300
     assert summary(usage)["rollupCount"] == outcomes.count(Rollup.ROLLED_UP) + 1
     assert deps.rollup("ann", last.commit_time) == Rollup.COVERED
+
+
+def test_one_follow_up_covers_every_later_event_of_the_burst_it_was_asked_for(
+        deps: UsageDeps, usage: InMemoryUsage, clock: FakeClock) -> None:
+    """What one instance's triggers do: the first deferred event asks for a follow-up due an
+    interval after its commit; the events before that due time ask for nothing and are covered."""
+    follow_ups = FollowUps()
+    first = deliver(deps, "resp_0", response(10))
+    assert first.commit_time is not None and deps.rollup("ann", first.commit_time) == Rollup.ROLLED_UP
+    asked = []
+    for n in range(1, 9):  # 0.1 s apart: all inside the first interval
+        clock.advance(0.1)
+        commit = deliver(deps, f"resp_{n}", response(10)).commit_time
+        assert commit is not None
+        if follow_ups.pending("ann", commit):
+            continue
+        assert deps.rollup("ann", commit) == Rollup.DEFERRED
+        due = FollowUps.due_for(commit)
+        follow_ups.asked("ann", due)
+        asked.append(due)
+    assert len(asked) == 1  # one follow-up for the eight deferred events
+
+    assert deps.follow_up("ann", asked[0], patience=MIRROR_PATIENCE) == Rollup.ROLLED_UP
+    assert clock() >= asked[0]  # it waited until due before rolling up
+    assert summary(usage)["totalTokens"] == 90  # every event of the burst is mirrored
+    later = deliver(deps, "resp_late", response(10)).commit_time
+    assert later is not None and not follow_ups.pending("ann", later)  # past due: asks again
 
 
 def test_a_follow_up_that_finds_its_event_covered_does_nothing(deps: UsageDeps, usage: InMemoryUsage,

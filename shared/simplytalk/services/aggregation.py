@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import datetime as dt
 import random
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
@@ -186,11 +187,50 @@ def assistant_mirrors(aggregate: Aggregate, last: Mirrored, period: str, card: R
 
 
 MIRROR_TOPIC = "usage-mirrors"
+FOLLOW_UP_MARGIN = 0.05  # seconds a follow-up waits past its due time (clocks of instances differ a little)
 
 
 def mirror_message(uid: str, covering: dt.datetime) -> dict[str, str]:
-    """Asks the `mirror-usage` function to see that the mirrors cover a commit time."""
+    """Asks the `mirror-usage` function to see that the mirrors cover every commit before `covering`."""
     return {"userId": uid, "covering": rfc3339(covering)}
+
+
+class FollowUps:
+    """The follow-ups one instance has asked `mirror-usage` for, per user.
+
+    A follow-up is due ROLLUP_INTERVAL after the commit that asked for it and rolls up no
+    earlier (`follow_up`), so it covers every commit before its due time: a burst's later
+    events on this instance need neither a rollup attempt nor a follow-up of their own.
+    """
+
+    def __init__(self, keep: dt.timedelta = dt.timedelta(minutes=1)) -> None:
+        self._due: dict[str, dt.datetime] = {}
+        self._keep = keep
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def due_for(commit: dt.datetime) -> dt.datetime:
+        return commit + dt.timedelta(seconds=ROLLUP_INTERVAL)
+
+    def pending(self, uid: str, commit: dt.datetime) -> bool:
+        """A follow-up already asked for will cover this commit."""
+        with self._lock:
+            due = self._due.get(uid)
+        return due is not None and commit < due
+
+    def asked(self, uid: str, due: dt.datetime) -> None:
+        with self._lock:
+            self._due[uid] = max(due, self._due.get(uid, due))
+            if len(self._due) > 1000:  # forget those long past: they have rolled up
+                self._due = {u: d for u, d in self._due.items() if d > due - self._keep}
+
+
+def follow_up(usage: UsageCounters, uid: str, due: dt.datetime, *, now: Clock, cards: Cards,
+              sleep: Callable[[float], None], patience: float = 0.0) -> Rollup:
+    """`mirror-usage`: wait until the follow-up is due, so any rollup from then on reads every
+    commit before it, then see that one covers it."""
+    sleep(max(0.0, (due - now()).total_seconds()) + FOLLOW_UP_MARGIN)
+    return rollup(usage, uid, due, now=now, cards=cards, patience=patience, sleep=sleep)
 
 
 def parse_mirror_message(message: dict[str, Any]) -> tuple[str, dt.datetime] | None:

@@ -29,6 +29,10 @@ class UsageDeps:
         return aggregation.rollup(self.usage, uid, covering, now=self.clock, cards=self.cards,
                                   patience=patience, sleep=self.sleep)
 
+    def follow_up(self, uid: str, due: dt.datetime, patience: float = 0.0) -> Rollup:
+        return aggregation.follow_up(self.usage, uid, due, now=self.clock, cards=self.cards,
+                                     patience=patience, sleep=self.sleep)
+
     def sweep(self, since: dt.datetime) -> dict[str, Rollup]:
         return aggregation.sweep(self.usage, since, now=self.clock, cards=self.cards, sleep=self.sleep)
 
