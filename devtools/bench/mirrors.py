@@ -15,6 +15,7 @@ import datetime as dt
 import statistics
 import threading
 import time
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -151,10 +152,13 @@ def operations_design(db: CountingClient, uid: str) -> dict[str, Any]:
         list(pool.map(one, range(BURST)))
     reads, writes = db.counter.take_reads(), db.counter.take_writes()
     rolled = sum(1 for o in outcomes if o.endswith("rolled-up"))
+    exact = (db.collection("tokenUsage").document(uid).get().to_dict() or {}).get("totalTokens") == \
+        read_aggregate(db, uid).totals.total_tokens
     return {"design": "sharded counters + throttled rollups + follow-ups (this design)",
             "events": BURST, "reads_per_event": round(reads / BURST, 2), "writes_per_event": round(writes / BURST, 2),
-            "summary_writes": rolled, "notes": f"{rolled} rollups for {BURST} events; "
-            f"{sum(1 for o in outcomes if o.startswith('follow-up'))} follow-ups published"}
+            "summary_writes": rolled, "mirror_exact": exact, "notes": f"{rolled} rollups for {BURST} events; "
+            f"{sum(1 for o in outcomes if o.startswith('follow-up'))} follow-ups published; outcomes "
+            f"{dict(sorted(Counter(outcomes).items()))}"}
 
 
 def operations_naive(db: CountingClient, uid: str, writers: int = 10) -> dict[str, Any]:
