@@ -28,7 +28,7 @@ from simplytalk.billing import UsageFigures
 from simplytalk.invoice import Invoice
 from simplytalk.invoicing import Figures, effective_billed
 from simplytalk.repositories.retry import Again
-from simplytalk.services.aggregation import FIGURE_FIELDS
+from simplytalk.usage_counters import from_fields, to_fields
 
 if TYPE_CHECKING:
     from google.cloud.firestore import Client
@@ -87,22 +87,16 @@ class Invoices(Protocol):
 
 # -- the ledger's figures -------------------------------------------------------------------------
 
-def _figures(data: Any) -> UsageFigures:
-    if not isinstance(data, dict):
-        return UsageFigures()
-    return UsageFigures(*(int(data.get(name) or 0) for name in FIGURE_FIELDS))
-
-
 def ledger_figures(billed: Any) -> Billed:
     """A ledger document's `billed` map (period -> assistant -> figure fields) as figures."""
     if not isinstance(billed, dict):
         return {}
-    return {period: {aid: _figures(f) for aid, f in (per if isinstance(per, dict) else {}).items()}
+    return {period: {aid: from_fields(f) for aid, f in (per if isinstance(per, dict) else {}).items()}
             for period, per in billed.items()}
 
 
 def ledger_fields(billed: Figures) -> dict[str, dict[str, dict[str, int]]]:
-    return {period: {aid: dict(zip(FIGURE_FIELDS, f.astuple(), strict=True)) for aid, f in per.items()}
+    return {period: {aid: to_fields(f) for aid, f in per.items()}
             for period, per in billed.items()}
 
 

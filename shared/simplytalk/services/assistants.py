@@ -33,6 +33,7 @@ from simplytalk.repositories.assistants import (
     ListedAtOutcome,
     parse_time,
 )
+from simplytalk.usage_counters import token_fields
 
 
 class UsageTotals(Protocol):
@@ -90,9 +91,7 @@ def delete_assistant(deps: AssistantDeps, uid: str, assistant_id: str) -> None:
 
 
 def _counts(figures: UsageFigures | None) -> TokenCounts:
-    figures = figures or UsageFigures()
-    return TokenCounts(total_tokens=figures.total_tokens, input_tokens=figures.input_tokens,
-                       output_tokens=figures.output_tokens)
+    return TokenCounts.model_validate(token_fields(figures or UsageFigures()))
 
 
 def _with_usage(assistant: OpenAIAssistant, totals: dict[str, UsageFigures]) -> OpenAIAssistant:

@@ -18,7 +18,7 @@ from simplytalk import collections as col
 from simplytalk import logs
 from simplytalk.errors import Conflict, FailedPrecondition, NotFound, PaymentNeeded, Unavailable
 from simplytalk.ids import valid_document_id
-from simplytalk.invoice import Invoice
+from simplytalk.invoice import Invoice, InvoiceStatus
 from simplytalk.invoicing import StripeLine, below_minimum, stripe_lines
 from simplytalk.stripe_gateway import is_missing, is_refusal, is_stripe_error
 
@@ -373,10 +373,6 @@ def _reissue(db: Client, invoice: Invoice, replaced: str, now: dt.datetime) -> I
     return replace(invoice, stripe_invoice_id=None, stripe_reissues=reissues)
 
 
-STATUS_RANK = {"draft": 0, "open": 1, "failed": 2, "paid": 3, "void": 3, "carried": 3, "review": 3}
-FINAL = frozenset(status for status, rank in STATUS_RANK.items() if rank == 3)
-
-
 def set_invoice_status(db: Client, invoice_id: str, status: str, fields: dict[str, Any],
                        now: dt.datetime) -> str | None:
     """Write a status, never moving it back (paid, void, carried and review are final; a late
@@ -409,8 +405,7 @@ def _move(db: Client, invoice_id: str, status: str, fields: dict[str, Any], now:
                 final = "review"
                 update["reviewReason"] = _review_reason(stripe_invoice["id"], "paid", stripe_invoice.get("total"),
                                                         data.get("total"))
-        keep = STATUS_RANK.get(final, 0) < STATUS_RANK.get(current, 0) or current in FINAL
-        final = current if keep else final
+        final = InvoiceStatus(current).after(InvoiceStatus(final)).value  # never back, never out of a final one
         tx.update(ref, {**update, "status": final, "updatedAt": now})
         return str(final)
 
