@@ -27,8 +27,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from simplytalk import collections as col
-from simplytalk.billing import valid_period
-from simplytalk.invoicing import ledger_year
+from simplytalk.charges import ledger_year
+from simplytalk.pricing import valid_period
 from simplytalk.repositories.invoices import ledger_fields, ledger_figures
 
 from migrations.runner import BATCH_LIMIT, Context

@@ -13,9 +13,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from simplytalk.billing import valid_period
 from simplytalk.clock import utcnow
 from simplytalk.config import settings
+from simplytalk.pricing import valid_period
 from simplytalk.services.billing_deps import firestore_billing
 from simplytalk.services.invoicing import RunSummary, previous_period, run_period
 

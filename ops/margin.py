@@ -18,11 +18,11 @@ import argparse
 import json
 import sys
 
-from simplytalk.billing import format_minutes, valid_period
 from simplytalk.config import settings
 from simplytalk.firestore import firestore_client
 from simplytalk.ids import valid_document_id
 from simplytalk.margin import MarginReport, report_json, usd_text
+from simplytalk.pricing import format_minutes, valid_period
 from simplytalk.services.margin import margin
 
 

@@ -13,8 +13,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from simplytalk.billing import UsageFigures
 from simplytalk.config import settings
+from simplytalk.pricing import UsageFigures
 from simplytalk.services.aggregation import RebuildReport
 from simplytalk.services.usage_deps import firestore_usage_deps
 

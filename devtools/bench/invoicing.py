@@ -12,10 +12,10 @@ from collections import defaultdict
 from typing import Any
 
 import stripe
-from simplytalk.billing import DEFAULT_RATE_CARD, UsageFigures
+from simplytalk.charges import Unbilled, price
 from simplytalk.invoice import Invoice
-from simplytalk.invoicing import Unbilled, price
 from simplytalk.models import UsageEvent
+from simplytalk.pricing import DEFAULT_RATE_CARD, UsageFigures
 from simplytalk.services.aggregation import figures_of, shard_delta
 from simplytalk.services.billing_deps import firestore_billing
 from simplytalk.services.invoicing import run_period

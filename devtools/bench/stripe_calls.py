@@ -10,9 +10,9 @@ from collections import Counter
 from typing import Any
 
 import stripe
-from simplytalk.billing import DEFAULT_RATE_CARD
 from simplytalk.invoice import Invoice, InvoiceStatus
 from simplytalk.models import UsageEvent
+from simplytalk.pricing import DEFAULT_RATE_CARD
 from simplytalk.services.aggregation import shard_delta
 from simplytalk.services.billing_deps import firestore_billing
 from simplytalk.services.invoicing import run_period

@@ -9,9 +9,9 @@ from __future__ import annotations
 from typing import Any
 
 from simplytalk import logs
-from simplytalk.billing import valid_period
 from simplytalk.clock import utcnow
 from simplytalk.events import pubsub_json, too_old
+from simplytalk.pricing import valid_period
 from simplytalk.services.billing_deps import firestore_billing
 from simplytalk.services.invoicing import previous_period, run_period
 

@@ -15,11 +15,11 @@ from enum import StrEnum
 from fractions import Fraction
 from typing import TYPE_CHECKING, Any
 
-from simplytalk.billing import RateCard, format_minutes
 from simplytalk.clock import rfc3339
+from simplytalk.pricing import RateCard, format_minutes
 
 if TYPE_CHECKING:
-    from simplytalk.invoicing import PricedInvoice
+    from simplytalk.charges import PricedInvoice
 
 
 class InvoiceStatus(StrEnum):

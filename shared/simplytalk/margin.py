@@ -54,8 +54,8 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from simplytalk.billing import RateCard, UsageFigures, format_minutes, round_half_up, round_lines
 from simplytalk.models import RealtimeUsage
+from simplytalk.pricing import RateCard, UsageFigures, format_minutes, round_half_up, round_lines
 from simplytalk.provider_prices import PriceTable, RealtimePrices, TranscriptionPrices
 
 ROUNDING = ("half-up (ROUND_HALF_UP) to the cent, once per total; lines allocated by largest remainder "

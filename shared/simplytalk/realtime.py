@@ -18,9 +18,9 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 from pydantic.alias_generators import to_camel
 
-from simplytalk.billing import RateCard, UsageFigures
 from simplytalk.ids import valid_document_id
 from simplytalk.models import OpenAIAssistant, RealtimeUsage
+from simplytalk.pricing import RateCard, UsageFigures
 
 MAX_SDP_CHARS = 32_768  # a browser's offer is a few KB; OpenAI allows 64 KiB
 MAX_INSTRUCTIONS_CHARS = 32_000  # systemPrompt (<= 20,000) plus as much knowledge as fits

@@ -13,8 +13,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from simplytalk.billing import UsageFigures, period_of, seconds_to_millis
 from simplytalk.models import UsageEvent
+from simplytalk.pricing import UsageFigures, period_of, seconds_to_millis
 
 SHARDS = 10
 

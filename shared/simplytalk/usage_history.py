@@ -12,7 +12,7 @@ from decimal import Decimal, InvalidOperation
 from fractions import Fraction
 from typing import Any
 
-from simplytalk.billing import RateCard, call_minutes, cost_cents, seconds_to_millis, token_minutes
+from simplytalk.pricing import RateCard, call_minutes, cost_cents, seconds_to_millis, token_minutes
 
 UNNAMED = "an unnamed assistant"
 DELETED = "a deleted assistant"

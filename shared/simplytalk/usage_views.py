@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from simplytalk.billing import RateCard, UsageFigures, cost_cents, format_minutes
+from simplytalk.pricing import RateCard, UsageFigures, cost_cents, format_minutes
 from simplytalk.usage_counters import token_fields
 
 

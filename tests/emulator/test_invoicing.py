@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 import requests
-from simplytalk.billing import DEFAULT_RATE_CARD
+from simplytalk.pricing import DEFAULT_RATE_CARD
 from simplytalk.services.aggregation import read_aggregate
 from simplytalk.services.billing_deps import firestore_billing
 from simplytalk.services.invoicing import run_period

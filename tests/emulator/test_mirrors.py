@@ -11,8 +11,8 @@ from dataclasses import replace
 from typing import Any
 
 import requests
-from simplytalk.billing import period_of
 from simplytalk.models import UsageEvent
+from simplytalk.pricing import period_of
 from simplytalk.repositories.usage import apply_event, read_aggregate
 from simplytalk.services.aggregation import Rollup
 from simplytalk.services.usage_deps import firestore_usage_deps

@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 import requests
 import stripe
-from simplytalk.billing import DEFAULT_RATE_CARD
 from simplytalk.invoice import Invoice
+from simplytalk.pricing import DEFAULT_RATE_CARD
 from simplytalk.services.aggregation import read_aggregate
 from simplytalk.services.billing_deps import firestore_billing
 from simplytalk.services.invoicing import run_period

@@ -14,8 +14,8 @@ from types import ModuleType
 from typing import Any
 
 import pytest
-from simplytalk.billing import DEFAULT_RATE_CARD
 from simplytalk.models import UsageEvent
+from simplytalk.pricing import DEFAULT_RATE_CARD
 from simplytalk.repositories.invoices import FirestoreInvoices
 from simplytalk.repositories.usage import apply_event, read_aggregate
 from simplytalk.services.billing_deps import firestore_billing

@@ -11,9 +11,9 @@ from typing import Any
 
 import pytest
 from simplytalk.assistant_input import AssistantCreate, AssistantPatch
-from simplytalk.billing import UsageFigures
 from simplytalk.errors import Aborted, InvalidInput, LimitReached, NotFound
 from simplytalk.paging import decode_token
+from simplytalk.pricing import UsageFigures
 from simplytalk.repositories.assistants import EPOCH, InMemoryAssistants, ListedAtOutcome, listed_at
 from simplytalk.services import assistants as svc
 from simplytalk.services.assistants import AssistantDeps

@@ -11,10 +11,10 @@ from fractions import Fraction
 from typing import Any
 
 import pytest
-from simplytalk.billing import DEFAULT_RATE_CARD, RateCard, UsageFigures
+from simplytalk.charges import card_for, effective_billed, ledger_years_after, unbilled
 from simplytalk.errors import Conflict, InvalidInput, NotFound
 from simplytalk.invoice import Invoice, InvoiceStatus, StatusRefused
-from simplytalk.invoicing import card_for, effective_billed, ledger_years_after, unbilled
+from simplytalk.pricing import DEFAULT_RATE_CARD, RateCard, UsageFigures
 from simplytalk.repositories.billable_usage import InMemoryUsage
 from simplytalk.repositories.invoices import InMemoryInvoices, Ledger
 from simplytalk.repositories.rate_cards import InMemoryRateCards

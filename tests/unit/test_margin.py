@@ -18,7 +18,6 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from simplytalk.assistant_input import TRANSCRIPTION_MODELS
-from simplytalk.billing import DEFAULT_RATE_CARD, RateCard, UsageFigures, round_half_up
 from simplytalk.config import REALTIME_MODELS
 from simplytalk.margin import (
     AssistantMonth,
@@ -32,6 +31,7 @@ from simplytalk.margin import (
     vapi_cost,
 )
 from simplytalk.models import RealtimeUsage
+from simplytalk.pricing import DEFAULT_RATE_CARD, RateCard, UsageFigures, round_half_up
 from simplytalk.provider_prices import PriceTableError, default_table, parse_table
 from simplytalk.realtime import response_usage, transcription_usage
 

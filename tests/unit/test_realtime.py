@@ -12,9 +12,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import BaseModel, TypeAdapter, ValidationError
-from simplytalk.billing import DEFAULT_RATE_CARD, RateCard
 from simplytalk.config import REALTIME_MODELS
 from simplytalk.models import OpenAIAssistant, RealtimeUsage
+from simplytalk.pricing import DEFAULT_RATE_CARD, RateCard
 from simplytalk.realtime import (
     KNOWLEDGE_HEADING,
     CallWatcher,

@@ -11,9 +11,9 @@ from dataclasses import replace
 from typing import Any
 
 import pytest
-from simplytalk.billing import UsageFigures
 from simplytalk.errors import InvalidInput, LimitReached, NotFound, PaymentNeeded, Unavailable
 from simplytalk.models import OpenAIAssistant
+from simplytalk.pricing import UsageFigures
 from simplytalk.realtime import EndReason, StartCall, WatchPolicy
 from simplytalk.repositories.accounts import InMemoryAccounts
 from simplytalk.repositories.calls import InMemoryCalls

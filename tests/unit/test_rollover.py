@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import datetime as dt
 
-from simplytalk.billing import UsageFigures, period_of
-from simplytalk.invoicing import Unbilled, effective_billed, ledger_year, ledger_years_after, unbilled
+from simplytalk.charges import Unbilled, effective_billed, ledger_year, ledger_years_after, unbilled
 from simplytalk.models import UsageEvent
+from simplytalk.pricing import UsageFigures, period_of
 from simplytalk.services.aggregation import SHARDS, Aggregate, shard_delta, shard_id, shard_of
 
 

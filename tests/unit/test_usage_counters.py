@@ -8,8 +8,8 @@ from typing import Any
 
 from hypothesis import given
 from hypothesis import strategies as st
-from simplytalk.billing import UsageFigures, period_of
 from simplytalk.models import UsageEvent
+from simplytalk.pricing import UsageFigures, period_of
 from simplytalk.usage_counters import (
     SHARDS,
     Aggregate,

@@ -7,7 +7,7 @@ from fractions import Fraction
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from simplytalk.billing import DEFAULT_RATE_CARD, RateCard
+from simplytalk.pricing import DEFAULT_RATE_CARD, RateCard
 from simplytalk.usage_history import describe_call, describe_event, format_duration
 
 BY_DURATION = RateCard(id="by-duration", effective_from=dt.date(2026, 1, 1), tokens_per_minute=60,

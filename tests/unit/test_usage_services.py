@@ -9,10 +9,10 @@ from dataclasses import replace
 from typing import Any
 
 import pytest
-from simplytalk.billing import DEFAULT_RATE_CARD, UsageFigures
 from simplytalk.errors import InvalidInput, NotFound
 from simplytalk.models import UsageEvent
 from simplytalk.paging import decode_token
+from simplytalk.pricing import DEFAULT_RATE_CARD, UsageFigures
 from simplytalk.repositories.usage import LEASE_SECONDS, Applied, InMemoryUsage
 from simplytalk.services.aggregation import MIRROR_PATIENCE, ROLLUP_INTERVAL, FollowUps, Rollup
 from simplytalk.services.usage import parse_grouping, parse_period

@@ -7,9 +7,9 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
 from simplytalk import collections as col
-from simplytalk.billing import DEFAULT_RATE_CARD, RateCard, UsageFigures
 from simplytalk.errors import NotFound
 from simplytalk.models import OpenAIAssistant
+from simplytalk.pricing import DEFAULT_RATE_CARD, RateCard, UsageFigures
 
 if TYPE_CHECKING:
     from google.cloud.firestore import Client
@@ -47,7 +47,7 @@ class FirestoreAccounts:
         return read_aggregate(self.db, uid).periods.get(period, UsageFigures())
 
     def rate_card(self, period: str) -> RateCard:
-        from simplytalk.invoicing import card_for
+        from simplytalk.charges import card_for
         from simplytalk.services.rate_cards import list_cards
 
         return card_for(period, list_cards(self.db))

@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
-from simplytalk.billing import UsageFigures
+from simplytalk.pricing import UsageFigures
 
 if TYPE_CHECKING:
     from google.cloud.firestore import Client

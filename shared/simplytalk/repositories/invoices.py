@@ -24,9 +24,9 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 from simplytalk import collections as col
-from simplytalk.billing import UsageFigures
+from simplytalk.charges import Figures, effective_billed
 from simplytalk.invoice import Invoice
-from simplytalk.invoicing import Figures, effective_billed
+from simplytalk.pricing import UsageFigures
 from simplytalk.repositories.retry import Again
 from simplytalk.usage_counters import from_fields, to_fields
 

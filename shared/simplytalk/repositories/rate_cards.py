@@ -16,9 +16,9 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Protocol
 
 from simplytalk import collections as col
-from simplytalk.billing import DEFAULT_RATE_CARD, RateCard
+from simplytalk.charges import card_order
 from simplytalk.errors import Conflict
-from simplytalk.invoicing import card_order
+from simplytalk.pricing import DEFAULT_RATE_CARD, RateCard
 
 if TYPE_CHECKING:
     from google.cloud.firestore import Client

@@ -24,8 +24,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 from simplytalk import collections as col
-from simplytalk.billing import UsageFigures, period_of
 from simplytalk.models import UsageEvent
+from simplytalk.pricing import UsageFigures, period_of
 from simplytalk.usage_counters import Aggregate, from_fields, merge_deltas, shard_delta, shard_id, to_fields
 
 if TYPE_CHECKING:

@@ -49,11 +49,11 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from simplytalk.billing import RateCard, UsageFigures, period_of
+from simplytalk.charges import card_for
 from simplytalk.clock import rfc3339
 from simplytalk.ids import valid_document_id
-from simplytalk.invoicing import card_for
 from simplytalk.models import UsageEvent
+from simplytalk.pricing import RateCard, UsageFigures, period_of
 from simplytalk.repositories.usage import (
     LEASE_SECONDS,
     Applied,

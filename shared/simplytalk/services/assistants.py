@@ -21,10 +21,10 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from simplytalk.assistant_input import AssistantCreate, AssistantPatch
-from simplytalk.billing import UsageFigures
 from simplytalk.errors import LimitReached
 from simplytalk.models import OpenAIAssistant, TokenCounts
 from simplytalk.paging import decode_token, encode_token
+from simplytalk.pricing import UsageFigures
 from simplytalk.repositories.assistants import (
     PROVIDERS,
     Assistants,

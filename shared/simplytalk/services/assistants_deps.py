@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from simplytalk.billing import UsageFigures
+from simplytalk.pricing import UsageFigures
 from simplytalk.services.assistants import AssistantDeps
 
 if TYPE_CHECKING:

@@ -5,11 +5,11 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from simplytalk.billing import RateCard, format_minutes, period_of
+from simplytalk.charges import card_for
 from simplytalk.clock import rfc3339
 from simplytalk.ids import valid_document_id
-from simplytalk.invoicing import card_for
 from simplytalk.paging import cursor_time, decode_token, encode_token
+from simplytalk.pricing import RateCard, format_minutes, period_of
 from simplytalk.repositories.usage import UsageCounters
 from simplytalk.usage_history import DELETED, UNNAMED, Described, describe_call, describe_event
 

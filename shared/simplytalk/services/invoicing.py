@@ -36,10 +36,7 @@ from enum import StrEnum
 from typing import Any
 
 from simplytalk import logs
-from simplytalk.billing import RateCard
-from simplytalk.errors import NotFound
-from simplytalk.invoice import Invoice, invoice_id
-from simplytalk.invoicing import (
+from simplytalk.charges import (
     MINIMUM_CHARGE_CENTS,
     below_minimum,
     card_for,
@@ -48,8 +45,11 @@ from simplytalk.invoicing import (
     price,
     unbilled,
 )
+from simplytalk.errors import NotFound
+from simplytalk.invoice import Invoice, invoice_id
 from simplytalk.paging import decode_token, encode_token
 from simplytalk.period import Period
+from simplytalk.pricing import RateCard
 from simplytalk.repositories.retry import optimistic
 from simplytalk.services.billing_deps import BillingDeps
 

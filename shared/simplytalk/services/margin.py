@@ -23,11 +23,11 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 from simplytalk import collections as col
-from simplytalk.billing import valid_period
+from simplytalk.charges import card_for
 from simplytalk.errors import FailedPrecondition, InvalidInput
 from simplytalk.ids import valid_document_id
-from simplytalk.invoicing import card_for
 from simplytalk.margin import AssistantMonth, MarginReport, event_cost, margin_report
+from simplytalk.pricing import valid_period
 from simplytalk.provider_prices import PriceTable, default_table
 from simplytalk.services.aggregation import Aggregate, read_aggregate
 from simplytalk.services.rate_cards import list_cards

@@ -16,10 +16,10 @@ from typing import TYPE_CHECKING, Any
 
 from simplytalk import collections as col
 from simplytalk import logs
+from simplytalk.charges import StripeLine, below_minimum, stripe_lines
 from simplytalk.errors import Conflict, FailedPrecondition, NotFound, PaymentNeeded, Unavailable
 from simplytalk.ids import valid_document_id
 from simplytalk.invoice import Invoice, InvoiceStatus
-from simplytalk.invoicing import StripeLine, below_minimum, stripe_lines
 from simplytalk.stripe_gateway import is_missing, is_refusal, is_stripe_error
 
 if TYPE_CHECKING:

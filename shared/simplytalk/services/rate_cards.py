@@ -10,9 +10,9 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, field_validator
 from pydantic.alias_generators import to_camel
 
-from simplytalk.billing import RateCard
 from simplytalk.errors import FieldViolation, InvalidInput
 from simplytalk.period import Period
+from simplytalk.pricing import RateCard
 
 if TYPE_CHECKING:
     from google.cloud.firestore import Client

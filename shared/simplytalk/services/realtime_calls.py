@@ -16,11 +16,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from simplytalk import logs
-from simplytalk.billing import format_minutes, period_of
 from simplytalk.clock import rfc3339
 from simplytalk.errors import LimitReached, NotFound, PaymentNeeded
 from simplytalk.models import RealtimeCall
 from simplytalk.paging import cursor_time, decode_token, encode_token
+from simplytalk.pricing import format_minutes, period_of
 from simplytalk.realtime import CallStatus, EndReason, SessionPlan, StartCall, live_minutes
 from simplytalk.repositories.calls import CallRecord
 from simplytalk.services.realtime_deps import RealtimeDeps

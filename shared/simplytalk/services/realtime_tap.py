@@ -27,10 +27,10 @@ from enum import StrEnum
 from typing import Any
 
 from simplytalk import logs
-from simplytalk.billing import period_of
 from simplytalk.errors import SimplyTalkError
 from simplytalk.ids import valid_document_id
 from simplytalk.openai_gateway import CallGone, Sideband, SidebandLost
+from simplytalk.pricing import period_of
 from simplytalk.realtime import (
     MAX_TRANSCRIPT_ENTRIES,
     Action,

@@ -5,10 +5,10 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from simplytalk.billing import RateCard, UsageFigures, format_minutes, period_of, valid_period
+from simplytalk.charges import card_for
 from simplytalk.errors import InvalidInput, NotFound
 from simplytalk.ids import valid_document_id
-from simplytalk.invoicing import card_for
+from simplytalk.pricing import RateCard, UsageFigures, format_minutes, period_of, valid_period
 from simplytalk.repositories.usage import UsageCounters
 from simplytalk.services.history import history_page
 from simplytalk.usage_counters import Aggregate

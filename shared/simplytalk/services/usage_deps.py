@@ -8,7 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from simplytalk.billing import RateCard
+from simplytalk.pricing import RateCard
 from simplytalk.repositories.usage import UsageCounters
 from simplytalk.services import aggregation
 from simplytalk.services.aggregation import RebuildReport, Rollup

@@ -7,7 +7,7 @@ from fractions import Fraction
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from simplytalk.billing import (
+from simplytalk.pricing import (
     DEFAULT_RATE_CARD,
     RateCard,
     UsageFigures,

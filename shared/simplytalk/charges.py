@@ -1,4 +1,4 @@
-"""Pricing an invoice: pure, no I/O.
+"""What an invoice charges (`charges`): pure, no I/O.
 
 An invoice for user U and period P bills everything of U's usage in periods up
 to P that no earlier invoice billed: P's own usage, plus late usage that
@@ -21,8 +21,8 @@ from dataclasses import dataclass
 from fractions import Fraction
 from typing import TYPE_CHECKING
 
-from simplytalk.billing import DEFAULT_RATE_CARD, RateCard, UsageFigures, round_lines
 from simplytalk.period import Period
+from simplytalk.pricing import DEFAULT_RATE_CARD, RateCard, UsageFigures, round_lines
 
 if TYPE_CHECKING:
     from simplytalk.invoice import InvoiceLine

@@ -7,9 +7,9 @@ from fractions import Fraction
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from simplytalk.billing import DEFAULT_RATE_CARD, RateCard, UsageFigures, round_half_up
+from simplytalk.charges import Unbilled, below_minimum, card_for, price, stripe_lines, unbilled
 from simplytalk.invoice import InvoiceLine
-from simplytalk.invoicing import Unbilled, below_minimum, card_for, price, stripe_lines, unbilled
+from simplytalk.pricing import DEFAULT_RATE_CARD, RateCard, UsageFigures, round_half_up
 
 CARD_2027 = RateCard("2027", dt.date(2027, 1, 1), 100, Decimal("30.5"))
 

@@ -1,4 +1,4 @@
-"""The billing core: usage -> minutes -> money. Pure: no I/O, no clock.
+"""Pricing, the billing core: usage -> minutes -> money. Pure: no I/O, no clock.
 
 Exact arithmetic throughout: minutes are `Fraction`s (100 tokens at 60 a
 minute is 5/3 minutes, which has no finite decimal), rates are `Decimal`s,
