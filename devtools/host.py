@@ -21,6 +21,7 @@ import argparse
 import json
 import logging
 import os
+import threading
 from typing import Any
 
 from werkzeug.middleware.dispatcher import DispatcherMiddleware
@@ -49,6 +50,31 @@ def _root_path(app: Any) -> Any:
     return wrapped
 
 
+class _InFlight:
+    """Counts the event deliveries (triggers, Pub/Sub pushes) being handled right now, so a test
+    can wait for the last one before it wipes Firestore (`GET /_host/in-flight`)."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self._lock = threading.Lock()
+
+    def wrap(self, app: Any) -> Any:
+        def counted(environ: dict[str, Any], start_response: Any) -> Any:
+            with self._lock:
+                self.count += 1
+            try:
+                return list(app(environ, start_response))
+            finally:
+                with self._lock:
+                    self.count -= 1
+
+        return counted
+
+    def serve(self, environ: dict[str, Any], start_response: Any) -> Any:
+        return Response(json.dumps({"inFlight": self.count}), 200,
+                        content_type="application/json")(environ, start_response)
+
+
 BARE = ROOT / "devtools" / "bench" / "bare_function.py"
 OPENAPI = ROOT / "openapi.json"
 
@@ -73,7 +99,8 @@ def build_app(project: str, manifest: Manifest | None = None, with_bench: bool =
     import functions_framework
 
     manifest = manifest or load()
-    mounts: dict[str, Any] = {"/openapi.json": _openapi(project, manifest.region)}
+    in_flight = _InFlight()
+    mounts: dict[str, Any] = {"/openapi.json": _openapi(project, manifest.region), "/_host/in-flight": in_flight.serve}
     if with_bench:  # benchmarks' baseline; never deployed
         mounts[f"/{project}/{manifest.region}/bench-bare"] = functions_framework.create_app(
             "bench_bare", str(BARE), "http")
@@ -84,7 +111,7 @@ def build_app(project: str, manifest: Manifest | None = None, with_bench: bool =
         if fn.trigger == "http":
             mounts[f"/{project}/{manifest.region}/{fn.name}"] = app
         else:
-            mounts[f"/functions/projects/{project}/triggers/{fn.name}"] = app
+            mounts[f"/functions/projects/{project}/triggers/{fn.name}"] = in_flight.wrap(app)
     return DispatcherMiddleware(_not_found, {k: _root_path(v) for k, v in mounts.items()})
 
 

@@ -371,6 +371,21 @@ class Stack:
         self.services.clear()
 
     # -- data ------------------------------------------------------------
+    def wait_for_deliveries(self, timeout: float = 5.0) -> bool:
+        """Wait (up to `timeout`) until the functions host handles no trigger or Pub/Sub delivery, so
+        a test's wipe does not race the last one's writes (a usage follow-up waits about a second)."""
+        url = f"{self.functions_url}/_host/in-flight"
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(url, timeout=2) as response:
+                    if json.loads(response.read()).get("inFlight") == 0:
+                        return True
+            except (OSError, ValueError):
+                return False
+            time.sleep(0.05)
+        return False
+
     def clear_firestore(self, timeout: float = 10.0) -> None:
         """Delete every document. The emulator answers 409 while a transaction
         (a trigger still running) holds locks, so retry until it is free."""

@@ -59,6 +59,7 @@ def db(stack: Stack) -> Any:
 
 @pytest.fixture(autouse=True)
 def _clean_firestore(stack: Stack) -> None:
+    stack.wait_for_deliveries()  # the last test's triggers and follow-ups finish before the wipe
     stack.clear_firestore()
 
 
