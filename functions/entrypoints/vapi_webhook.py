@@ -7,7 +7,9 @@ from simplytalk.config import settings
 from simplytalk.errors import InvalidInput
 from simplytalk.firestore import firestore_client
 from simplytalk.http import Api, ApiRequest, Reply
+from simplytalk.repositories.vapi_calls import FirestoreVapiCalls
 from simplytalk.services.vapi import (
+    CallOutcome,
     EndOfCallReport,
     Limits,
     WebhookAuth,
@@ -37,12 +39,12 @@ def receive(req: ApiRequest) -> Reply:
     if message["type"] != "end-of-call-report":
         return Reply(200, {"received": True})  # other messages are acknowledged and ignored
     report = parse_model(EndOfCallReport, message)
-    done = record_end_of_call(firestore_client(), report, raw, utcnow(),
+    done = record_end_of_call(FirestoreVapiCalls(firestore_client()), report, raw, utcnow(),
                               Limits(max_call_seconds=config.vapi_max_call_seconds))
-    fields = {"callId": done.event_id, "outcome": done.outcome, "reason": done.reason, "auth": scheme}
-    if done.outcome == "set-aside":  # never counted, and vapi will not send it again: an operator must look
+    fields = {"callId": done.event_id, "outcome": done.outcome.value, "reason": done.reason, "auth": scheme}
+    if done.outcome is CallOutcome.SET_ASIDE:  # never counted, and vapi will not send it again: an operator must look
         log.error("vapi call %s set aside (%s): it can never be counted", done.event_id, done.reason,
                   extra={"fields": fields})
     else:
-        log.info("vapi call %s: %s", done.event_id, done.outcome, extra={"fields": fields})
-    return Reply(200, {"received": True, "outcome": done.outcome})
+        log.info("vapi call %s: %s", done.event_id, done.outcome.value, extra={"fields": fields})
+    return Reply(200, {"received": True, "outcome": done.outcome.value})

@@ -38,21 +38,17 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import Decimal
+from enum import StrEnum
 from typing import TYPE_CHECKING, Annotated, Any
 
 from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field
 
-from simplytalk import collections as col
 from simplytalk.errors import InvalidInput, Unauthenticated
 from simplytalk.ids import valid_document_id
+from simplytalk.repositories.vapi_calls import Kept, VapiCalls
 
 if TYPE_CHECKING:
-    from google.cloud.firestore import Client
-
     from simplytalk.config import Settings
-
-UNATTRIBUTED_USAGE = "unattributedUsage"  # calls no user owns: kept for an operator, never counted
-SET_ASIDE_USAGE = "setAsideUsage"  # reports that can never be counted (absurd values), with a reason
 
 # -- authentication ---------------------------------------------------------------------
 
@@ -331,30 +327,34 @@ def _text(value: Decimal | None) -> str | None:
     return None if value is None else _short(str(value), 64)
 
 
+class CallOutcome(StrEnum):
+    RECORDED = "recorded"  # a usage event for its owner
+    UNATTRIBUTED = "unattributed"  # no user owns the assistant: kept for an operator
+    SET_ASIDE = "set-aside"  # can never be counted: kept with its reason
+    DUPLICATE = "duplicate"  # a repeated report: nothing changed
+
+
 @dataclass(frozen=True)
 class Recorded:
     event_id: str
-    outcome: str  # "recorded", "unattributed", "set-aside" or "duplicate"
+    outcome: CallOutcome
     reason: str | None = None  # why it was set aside
 
 
-def record_end_of_call(db: Client, report: EndOfCallReport, raw: bytes, received_at: dt.datetime,
+def record_end_of_call(calls: VapiCalls, report: EndOfCallReport, raw: bytes, received_at: dt.datetime,
                        limits: Limits) -> Recorded:
     """Store the call as `usageEvents/{callId}`. A repeated report changes nothing.
 
     A call no user owns goes to `unattributedUsage`; one that can never be counted to
     `setAsideUsage` with its reason (vapi does not retry: refusing it would lose it).
     """
-    from google.api_core import exceptions as gexc
-
     event_id = report.call.id if report.call else body_call_id(raw)
     seconds, reason = assess(report, received_at, limits)
     assistant_id = report.assistant_id()
     owner = None
     if assistant_id:
-        snap = db.collection(col.VAPI_ASSISTANTS).document(assistant_id).get()
-        found = (snap.to_dict() or {}).get("userId") if snap.exists else None
-        owner = found if isinstance(found, str) and valid_document_id(found) else None
+        found = calls.owner(assistant_id)
+        owner = found if found is not None and valid_document_id(found) else None
     started, ended = report.started, report.ended
     details = {
         "callId": report.call.id if report.call else None,
@@ -377,15 +377,13 @@ def record_end_of_call(db: Client, report: EndOfCallReport, raw: bytes, received
         "receivedAt": received_at,
     }
     if reason:
-        target, outcome = SET_ASIDE_USAGE, "set-aside"
+        where, outcome = Kept.SET_ASIDE, CallOutcome.SET_ASIDE
         event["reason"] = reason
         event["reportedCallSeconds"] = _text(seconds)
     elif owner:
-        target, outcome = col.USAGE_EVENTS, "recorded"
+        where, outcome = Kept.USAGE, CallOutcome.RECORDED
     else:
-        target, outcome = UNATTRIBUTED_USAGE, "unattributed"
-    try:
-        db.collection(target).document(event_id).create(event)
-    except gexc.AlreadyExists:
-        return Recorded(event_id, "duplicate", reason)
+        where, outcome = Kept.UNATTRIBUTED, CallOutcome.UNATTRIBUTED
+    if not calls.record(where, event_id, event):
+        return Recorded(event_id, CallOutcome.DUPLICATE, reason)
     return Recorded(event_id, outcome, reason)
