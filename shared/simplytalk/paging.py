@@ -6,13 +6,15 @@ import base64
 import binascii
 import datetime as dt
 import json
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 
 from simplytalk.errors import InvalidInput
 from simplytalk.ids import valid_document_id
 
 DEFAULT_PAGE_SIZE = 20
 MAX_PAGE_SIZE = 100
+T = TypeVar("T")
 
 
 def page_size(raw: str | None, default: int = DEFAULT_PAGE_SIZE, maximum: int = MAX_PAGE_SIZE) -> int:
@@ -26,6 +28,12 @@ def page_size(raw: str | None, default: int = DEFAULT_PAGE_SIZE, maximum: int = 
         message = f"must be an integer from 1 to {maximum}"
         raise InvalidInput.of("pageSize", message)
     return size
+
+
+def next_page_token(fetched: Sequence[T], size: int, cursor_of: Callable[[T], dict[str, str]]) -> str | None:
+    """Every list pages the same way: fetch `size + 1` from the cursor on, show `size`, and when the
+    extra one came back hand out a token for the cursor of the last one shown."""
+    return encode_token(cursor_of(fetched[size - 1])) if len(fetched) > size else None
 
 
 def encode_token(cursor: dict[str, Any]) -> str:

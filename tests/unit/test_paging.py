@@ -5,11 +5,11 @@ import datetime as dt
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from simplytalk.clock import rfc3339_sortable as _rfc3339
 from simplytalk.errors import InvalidInput
 from simplytalk.paging import decode_token, encode_token, page_size
 from simplytalk.repositories.assistants import EPOCH
 from simplytalk.repositories.assistants import parse_time as _parse_time
-from simplytalk.services.assistants import _rfc3339
 
 
 @given(st.dictionaries(st.sampled_from(["createdAt", "id", "provider"]), st.text(), min_size=3))

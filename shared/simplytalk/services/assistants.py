@@ -21,9 +21,10 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from simplytalk.assistant_input import AssistantCreate, AssistantPatch
+from simplytalk.clock import rfc3339, rfc3339_sortable
 from simplytalk.errors import LimitReached
 from simplytalk.models import OpenAIAssistant, TokenCounts
-from simplytalk.paging import decode_token, encode_token
+from simplytalk.paging import decode_token, next_page_token
 from simplytalk.pricing import UsageFigures
 from simplytalk.repositories.assistants import (
     PROVIDERS,
@@ -107,27 +108,19 @@ def list_openai_assistants(deps: AssistantDeps, uid: str, size: int, token: str 
     found = deps.assistants.page(uid, size + 1, after)
     totals = deps.usage.assistant_totals(uid) if found else {}
     items = [_with_usage(a, totals) for a in found[:size]]
-    next_token = None
-    if len(found) > size:
-        last = items[-1]
-        next_token = encode_token({"createdAt": last.created_at.isoformat(), "id": last.id})
+    next_token = next_page_token(found, size, lambda a: {"createdAt": rfc3339(a.created_at), "id": a.id})
     return Page([a.to_json() for a in items], next_token)
 
 
 # -- both providers ---------------------------------------------------------------
-
-def _rfc3339(value: dt.datetime) -> str:
-    """Fixed width (microseconds, Z) so the strings sort as the times do."""
-    return value.astimezone(dt.UTC).replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
-
 
 def _summary(entry: ListedAssistant, totals: dict[str, UsageFigures]) -> dict[str, Any]:
     item: dict[str, Any] = {
         "id": entry.id,
         "provider": entry.provider,
         "name": entry.name,
-        "createdAt": _rfc3339(entry.created_at),
-        "updatedAt": _rfc3339(entry.updated_at) if entry.updated_at else None,
+        "createdAt": rfc3339_sortable(entry.created_at),
+        "updatedAt": rfc3339_sortable(entry.updated_at) if entry.updated_at else None,
     }
     if entry.provider == "openai":
         item["tokenUsage"] = _counts(totals.get(entry.id)).to_json()
@@ -156,17 +149,14 @@ def list_all_assistants(deps: AssistantDeps, uid: str, size: int, token: str | N
         for entry in deps.assistants.listed(uid, provider, size + 1, after):
             # keyed by the field the query orders by, so pages follow the queries even while
             # the trigger has yet to move a vapi listedAt after a change of createdAt
-            keyed.append(((_rfc3339(entry.listed_at), provider, entry.id), _summary(entry, totals)))
+            keyed.append(((rfc3339_sortable(entry.listed_at), provider, entry.id), _summary(entry, totals)))
 
     keyed.sort(key=lambda pair: pair[0], reverse=True)
     if after:  # the queries start there already; this only guards the merge
         keyed = [pair for pair in keyed if pair[0] < after]
-    page = keyed[:size]
-    next_token = None
-    if len(keyed) > size:
-        last = page[-1][0]
-        next_token = encode_token({"createdAt": last[0], "provider": last[1], "id": last[2]})
-    return Page([item for _, item in page], next_token)
+    next_token = next_page_token(keyed, size, lambda pair: {"createdAt": pair[0][0], "provider": pair[0][1],
+                                                            "id": pair[0][2]})
+    return Page([item for _, item in keyed[:size]], next_token)
 
 
 def sync_listed_at(deps: AssistantDeps, assistant_id: str) -> ListedAtOutcome:

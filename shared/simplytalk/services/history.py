@@ -8,7 +8,7 @@ from typing import Any
 from simplytalk.charges import card_for
 from simplytalk.clock import rfc3339
 from simplytalk.ids import valid_document_id
-from simplytalk.paging import cursor_time, decode_token, encode_token
+from simplytalk.paging import cursor_time, decode_token, next_page_token
 from simplytalk.pricing import RateCard, format_minutes, period_of
 from simplytalk.repositories.usage import UsageCounters
 from simplytalk.usage_history import DELETED, UNNAMED, Described, describe_call, describe_event
@@ -45,10 +45,7 @@ def history_page(usage: UsageCounters, uid: str, cards: list[RateCard], assistan
     after = (cursor_time(cursor["occurredAt"]), cursor["id"]) if cursor else None
     docs = usage.events_page(uid, assistant_id, group_by == "call", after, size + 1)
     entries = readable(usage, uid, docs[:size], cards, group_by)
-    next_token = None
-    if len(docs) > size:
-        last = entries[-1]
-        next_token = encode_token({"occurredAt": last["occurredAt"].isoformat(), "id": last["eventId"]})
+    next_token = next_page_token(docs, size, lambda doc: {"occurredAt": rfc3339(doc[1]["occurredAt"]), "id": doc[0]})
     for entry in entries:
         if isinstance(entry["occurredAt"], dt.datetime):
             entry["occurredAt"] = rfc3339(entry["occurredAt"])

@@ -47,7 +47,7 @@ from simplytalk.charges import (
 )
 from simplytalk.errors import NotFound
 from simplytalk.invoice import Invoice, invoice_id
-from simplytalk.paging import decode_token, encode_token
+from simplytalk.paging import decode_token, next_page_token
 from simplytalk.period import Period
 from simplytalk.pricing import RateCard
 from simplytalk.repositories.retry import optimistic
@@ -226,8 +226,5 @@ def list_invoices(deps: BillingDeps, uid: str, size: int,
     cursor = decode_token(token, ("period", "id"), ids=("id",))
     after = (cursor["period"], cursor["id"]) if cursor else None
     found = deps.invoices.page(uid, size + 1, after)
-    items = [invoice.to_json() for invoice in found[:size]]
-    next_token = None
-    if len(found) > size:
-        next_token = encode_token({"period": items[-1]["period"], "id": items[-1]["id"]})
-    return items, next_token
+    next_token = next_page_token(found, size, lambda invoice: {"period": invoice.period, "id": invoice.id})
+    return [invoice.to_json() for invoice in found[:size]], next_token

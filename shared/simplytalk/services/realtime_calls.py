@@ -19,7 +19,7 @@ from simplytalk import logs
 from simplytalk.clock import rfc3339
 from simplytalk.errors import LimitReached, NotFound, PaymentNeeded
 from simplytalk.models import RealtimeCall
-from simplytalk.paging import cursor_time, decode_token, encode_token
+from simplytalk.paging import cursor_time, decode_token, next_page_token
 from simplytalk.pricing import format_minutes, period_of
 from simplytalk.realtime import CallStatus, EndReason, SessionPlan, StartCall, live_minutes
 from simplytalk.repositories.calls import CallRecord
@@ -124,12 +124,8 @@ def list_calls(deps: RealtimeDeps, uid: str, size: int, token: str | None) -> tu
     cursor = decode_token(token, ("startedAt", "id"), times=("startedAt",), ids=("id",))
     after = (cursor_time(cursor["startedAt"]), cursor["id"]) if cursor else None
     records = deps.calls.page(uid, size + 1, after)
-    page = [r.call for r in records[:size]]
-    next_token = None
-    if len(records) > size:
-        last = page[-1]
-        next_token = encode_token({"startedAt": last.started_at.isoformat(), "id": last.id})
-    return [c.to_json() for c in page], next_token
+    next_token = next_page_token(records, size, lambda r: {"startedAt": rfc3339(r.call.started_at), "id": r.id})
+    return [r.call.to_json() for r in records[:size]], next_token
 
 
 def transcript(deps: RealtimeDeps, uid: str, call_id: str, size: int,
@@ -140,9 +136,7 @@ def transcript(deps: RealtimeDeps, uid: str, call_id: str, size: int,
     entries = deps.calls.transcript(call_id, size + 1, after)
     lines = [{"itemId": e["itemId"], "role": e.get("role"), "text": e.get("text"),
               "at": e["at"], "responseId": e.get("responseId")} for e in entries[:size]]
-    next_token = None
-    if len(entries) > size:
-        next_token = encode_token({"at": lines[-1]["at"].isoformat(), "id": lines[-1]["itemId"]})
+    next_token = next_page_token(entries, size, lambda e: {"at": rfc3339(e["at"]), "id": e["itemId"]})
     for line in lines:
         line["at"] = rfc3339(line["at"])
     return lines, next_token
