@@ -6,6 +6,7 @@ from simplytalk import logs
 from simplytalk.clock import utcnow
 from simplytalk.events import DocumentChange, document_event_handler
 from simplytalk.firestore import firestore_client
+from simplytalk.repositories.users import FirestoreNewUsers
 from simplytalk.services.users import init_user
 
 log = logs.get_logger("init-user")
@@ -14,6 +15,6 @@ log = logs.get_logger("init-user")
 @document_event_handler("init-user")
 def handle(change: DocumentChange) -> None:
     uid = change.document_id
-    outcome = init_user(firestore_client(), uid, utcnow())
+    outcome = init_user(FirestoreNewUsers(firestore_client()), uid, utcnow())
     log.info("init-user %s: %s", uid, outcome.value,
              extra={"fields": {"uid": uid, "eventId": change.event_id, "outcome": outcome.value}})
