@@ -9,6 +9,7 @@ from simplytalk.http import Api, ApiRequest, Reply
 from simplytalk.models import OpenAIAssistant
 from simplytalk.paging import page_size
 from simplytalk.rate_limits import rate_limiter
+from simplytalk.repositories.knowledge import FirestoreKnowledge
 from simplytalk.scraping import FetchPolicy
 from simplytalk.services import assistants, knowledge
 from simplytalk.services.assistants_deps import firestore_deps as deps
@@ -59,7 +60,7 @@ def scrape(req: ApiRequest) -> Reply:
     """Fetch the assistant's scrapedUrls now (again), whatever was fetched before."""
     db = firestore_client()
     rate_limiter().take(req.uid, "scrape")  # per user; the per-assistant cooldown is the service's
-    knowledge.scrape_now(db, req.uid, req.params["assistant_id"], scrape_policy(), utcnow())
+    knowledge.scrape_now(FirestoreKnowledge(db), req.uid, req.params["assistant_id"], scrape_policy(), utcnow())
     return Reply(200, assistants.get_assistant(deps(db), req.uid, req.params["assistant_id"]).to_json())
 
 

@@ -15,6 +15,7 @@ from simplytalk.clock import utcnow
 from simplytalk.config import settings
 from simplytalk.events import DocumentChange, document_event_handler
 from simplytalk.firestore import firestore_client
+from simplytalk.repositories.knowledge import FirestoreKnowledge
 from simplytalk.scraping import FetchPolicy
 from simplytalk.services.knowledge import TRIGGER_BUDGET_SECONDS, refresh_knowledge
 
@@ -26,7 +27,7 @@ def handle(change: DocumentChange) -> None:
     if change.value is None or change.value.update_time is None:
         return  # deleted
     outcome = refresh_knowledge(
-        firestore_client(), change.document_id, change.value.fields, change.value.update_time,
+        FirestoreKnowledge(firestore_client()), change.document_id, change.value.fields, change.value.update_time,
         FetchPolicy(allow_loopback=settings().scrape_allow_loopback), utcnow(),
         deadline=time.monotonic() + TRIGGER_BUDGET_SECONDS)
     log.info("scrape-knowledge %s: %s", change.document_id, outcome.value,

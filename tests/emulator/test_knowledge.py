@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 import requests
 from simplytalk.errors import LimitReached, NotFound
+from simplytalk.repositories.knowledge import FirestoreKnowledge
 from simplytalk.scraping import BlockedAddress, FetchError, FetchPolicy, FetchTimeout, Page, fetch
 from simplytalk.services.knowledge import (
     MAX_CONTENT_CHARS,
@@ -177,7 +178,7 @@ def test_no_fetch_failure_escapes_a_scrape(db: Any, ann: Any) -> None:
              "knowledge": {"urlsHash": urls_hash(urls)}})  # so the trigger leaves it to this test
     snap = ref.get()
 
-    outcome = refresh_knowledge(db, "kb1", snap.to_dict(), snap.update_time, LOCAL, now, force=True,
+    outcome = refresh_knowledge(FirestoreKnowledge(db), "kb1", snap.to_dict(), snap.update_time, LOCAL, now, force=True,
                                 fetcher=fetcher)
 
     assert outcome is ScrapeOutcome.SCRAPED
@@ -229,13 +230,14 @@ def test_the_cooldown_ends_and_holds_under_concurrency(db: Any, ann: Any, pages:
     urls = [f"{pages.base}/plain"]
     ref.set({"userId": ann.uid, "name": "kb", "scrapedUrls": urls, "knowledge": {"urlsHash": urls_hash(urls)}})
     now = dt.datetime.now(dt.UTC)
+    repo = FirestoreKnowledge(db)
 
-    scrape_now(db, ann.uid, "kb2", LOCAL, now, cooldown_seconds=60)
+    scrape_now(repo, ann.uid, "kb2", LOCAL, now, cooldown_seconds=60)
     with pytest.raises(LimitReached) as held:
-        scrape_now(db, ann.uid, "kb2", LOCAL, now + dt.timedelta(seconds=45), cooldown_seconds=60)
-    scrape_now(db, ann.uid, "kb2", LOCAL, now + dt.timedelta(seconds=60), cooldown_seconds=60)
+        scrape_now(repo, ann.uid, "kb2", LOCAL, now + dt.timedelta(seconds=45), cooldown_seconds=60)
+    scrape_now(repo, ann.uid, "kb2", LOCAL, now + dt.timedelta(seconds=60), cooldown_seconds=60)
     with pytest.raises(NotFound):
-        scrape_now(db, "someone-else", "kb2", LOCAL, now + dt.timedelta(seconds=999), cooldown_seconds=60)
+        scrape_now(repo, "someone-else", "kb2", LOCAL, now + dt.timedelta(seconds=999), cooldown_seconds=60)
 
     assert held.value.retry_after == 15
     later = now + dt.timedelta(seconds=600)
@@ -243,7 +245,7 @@ def test_the_cooldown_ends_and_holds_under_concurrency(db: Any, ann: Any, pages:
 
     def claim() -> None:
         try:
-            claim_scrape(db, ann.uid, "kb2", later, 60)
+            claim_scrape(repo, ann.uid, "kb2", later, 60)
             outcomes.append("claimed")
         except LimitReached:
             outcomes.append("refused")

@@ -28,19 +28,16 @@ import math
 import time
 from collections.abc import Callable
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from simplytalk import collections as col
 from simplytalk import logs
+from simplytalk.errors import Aborted, LimitReached, NotFound
+from simplytalk.repositories.knowledge import Knowledge, Stored
 from simplytalk.scraping import FetchError, FetchPolicy, Page, fetch
-
-if TYPE_CHECKING:
-    from google.cloud.firestore import Client
 
 MAX_CONTENT_CHARS = 100_000
 TRIGGER_BUDGET_SECONDS = 90.0  # a whole scrape from the trigger (scrape-knowledge times out at 120 s)
 ON_DEMAND_BUDGET_SECONDS = 40.0  # a whole POST .../scrape, retries included (openai-assistants: 60 s)
-SCRAPE_COOLDOWNS = "scrapeCooldowns"  # scrapeCooldowns/{assistantId}: the last on-demand scrape; server-only
 Fetcher = Callable[[str, FetchPolicy], Page]
 
 log = logs.get_logger("knowledge")
@@ -107,52 +104,44 @@ def needs_scrape(fields: dict[str, Any]) -> bool:
     return not isinstance(knowledge, dict) or knowledge.get("urlsHash") != urls_hash(list(urls))
 
 
-def refresh_knowledge(db: Client, assistant_id: str, fields: dict[str, Any], update_time: dt.datetime,
+def refresh_knowledge(repo: Knowledge, assistant_id: str, fields: dict[str, Any], update_time: dt.datetime,
                       policy: FetchPolicy, now: dt.datetime, force: bool = False,
                       fetcher: Fetcher = fetch, deadline: float | None = None) -> ScrapeOutcome:
     """Scrape for the assistant as it was at `update_time`; write only if it has not changed since.
 
     Fetch failures are recorded, not raised; only a failed write raises."""
-    from google.api_core import exceptions as gexc
-
     if not force and not needs_scrape(fields):
         return ScrapeOutcome.UP_TO_DATE
     result = scrape(list(fields.get("scrapedUrls") or []), policy, now, fetcher, deadline)
-    ref = db.collection(col.OPENAI_ASSISTANTS).document(assistant_id)
-    try:
-        ref.update(result, option=db.write_option(last_update_time=update_time))
-    except gexc.NotFound:
+    stored = repo.store(assistant_id, result, update_time)
+    if stored is Stored.GONE:
         return ScrapeOutcome.GONE
-    except gexc.FailedPrecondition:
+    if stored is Stored.STALE:
         return ScrapeOutcome.STALE
     return ScrapeOutcome.SCRAPED
 
 
-def claim_scrape(db: Client, uid: str, assistant_id: str, now: dt.datetime, cooldown_seconds: int) -> None:
-    """Start the assistant's on-demand cooldown, or LimitReached (with Retry-After) while
-    the last one runs. One transaction on `scrapeCooldowns/{assistantId}`: of two requests at
-    the same moment, on any instances, one scrapes."""
-    from google.cloud import firestore
-
-    from simplytalk.errors import LimitReached
-
-    ref = db.collection(SCRAPE_COOLDOWNS).document(assistant_id)
+def cooldown_check(now: dt.datetime, cooldown_seconds: int) -> Callable[[dt.datetime | None], None]:
+    """Refuses (LimitReached, with Retry-After) while the last on-demand scrape's cooldown runs."""
     cooldown = dt.timedelta(seconds=cooldown_seconds)
 
-    @firestore.transactional
-    def run(tx: Any) -> None:
-        snap = ref.get(transaction=tx)
-        last = (snap.to_dict() or {}).get("requestedAt") if snap.exists else None
-        if isinstance(last, dt.datetime) and now < last + cooldown:
+    def check(last: dt.datetime | None) -> None:
+        if last is not None and now < last + cooldown:
             wait = max(1, min(cooldown_seconds, math.ceil((last + cooldown - now).total_seconds())))
             raise LimitReached(f"this assistant's pages were fetched moments ago; try again in {wait} s",
                                retry_after=wait)
-        tx.set(ref, {"userId": uid, "requestedAt": now})
 
-    run(db.transaction())
+    return check
 
 
-def scrape_now(db: Client, uid: str, assistant_id: str, policy: FetchPolicy, now: dt.datetime,
+def claim_scrape(repo: Knowledge, uid: str, assistant_id: str, now: dt.datetime, cooldown_seconds: int) -> None:
+    """Start the assistant's on-demand cooldown, or LimitReached (with Retry-After) while
+    the last one runs. One transaction on `scrapeCooldowns/{assistantId}`: of two requests at
+    the same moment, on any instances, one scrapes."""
+    repo.claim_cooldown(assistant_id, uid, now, cooldown_check(now, cooldown_seconds))
+
+
+def scrape_now(repo: Knowledge, uid: str, assistant_id: str, policy: FetchPolicy, now: dt.datetime,
                fetcher: Fetcher = fetch, attempts: int = 3, cooldown_seconds: int | None = None,
                budget_seconds: float = ON_DEMAND_BUDGET_SECONDS) -> None:
     """On demand: fetch the caller's assistant's URLs again, whatever was fetched before.
@@ -163,23 +152,21 @@ def scrape_now(db: Client, uid: str, assistant_id: str, policy: FetchPolicy, now
     again: content for its current URLs is done; otherwise fetch again.
     """
     from simplytalk.config import settings
-    from simplytalk.errors import Aborted, NotFound
 
     deadline = time.monotonic() + budget_seconds
-    ref = db.collection(col.OPENAI_ASSISTANTS).document(assistant_id)
     cooldown = settings().scrape_cooldown_seconds if cooldown_seconds is None else cooldown_seconds
     for attempt in range(attempts):
-        snap = ref.get()
-        fields = snap.to_dict() if snap.exists else None
-        if not fields or fields.get("userId") != uid:
+        found = repo.assistant(assistant_id)
+        if not found or not found.fields or found.fields.get("userId") != uid:
             raise NotFound("assistant not found")
+        fields = found.fields
         if attempt == 0 and cooldown > 0:
-            claim_scrape(db, uid, assistant_id, now, cooldown)
+            claim_scrape(repo, uid, assistant_id, now, cooldown)
         if attempt > 0 and not needs_scrape(fields):
             return
         if attempt > 0 and deadline - time.monotonic() < 1:
             break  # no time left to fetch again (a scrape with nothing fetched would wipe the content)
-        outcome = refresh_knowledge(db, assistant_id, fields, snap.update_time, policy, now,
+        outcome = refresh_knowledge(repo, assistant_id, fields, found.read_at, policy, now,
                                     force=True, fetcher=fetcher, deadline=deadline)
         if outcome is ScrapeOutcome.GONE:
             raise NotFound("assistant not found")
