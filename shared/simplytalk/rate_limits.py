@@ -1,9 +1,10 @@
 """Per-user rate limits on the costly endpoints (starting calls, scraping, card setup,
 creating assistants): a fixed window per user and action.
 
-The decision is pure (`admit`); the state lives in Firestore (`rateLimits/{uid}`, one map
-per action) behind `FirestoreRateLimiter`, taken in one optimistic write, so a limit holds
-across every instance. `InMemoryRateLimiter` is its twin for unit tests.
+The decision is pure (`admit`); `Limiter` applies it to the state a `RateLimits` store keeps:
+`FirestoreRateLimits` (`rateLimits/{uid}`, one map per action, changed in one optimistic write,
+so a limit holds across every instance) or `InMemoryRateLimits`, its twin for unit tests.
+`FirestoreRateLimiter` and `InMemoryRateLimiter` are a `Limiter` on each.
 """
 
 from __future__ import annotations
@@ -74,20 +75,31 @@ class RateLimiter(Protocol):
         """Count one request; LimitReached (with retry_after) when over the limit."""
 
 
-class FirestoreRateLimiter:
-    def __init__(self, db: Client, limits: Mapping[str, Limit], clock: Callable[[], dt.datetime]) -> None:
-        self.db, self.limits, self.clock = db, limits, clock
+Admit = Callable[[Mapping[str, Any] | None], tuple[dict[str, int], int | None]]
 
-    def take(self, uid: str, action: str) -> None:
+
+class RateLimits(Protocol):
+    """Where each user's windows are kept, one state per action."""
+
+    def change(self, uid: str, action: str, decide: Admit) -> int | None:
+        """Atomically: read the action's state, `decide` (the new state, or the seconds to wait);
+        store the new state unless refused. The seconds to wait, or None when admitted."""
+        ...
+
+
+class FirestoreRateLimits:
+    def __init__(self, db: Client) -> None:
+        self.db = db
+
+    def change(self, uid: str, action: str, decide: Admit) -> int | None:
         from simplytalk.repositories.retry import Again, optimistic
 
-        limit = self.limits[action]
         ref = self.db.collection(COLLECTION).document(uid)
 
         def attempt() -> int | None:
             snap = ref.get()
             actions = dict((snap.to_dict() or {}).get("actions") or {})
-            state, retry_after = admit(actions.get(action), limit, self.clock().timestamp())
+            state, retry_after = decide(actions.get(action))
             if retry_after is not None:
                 return retry_after
             from google.api_core import exceptions as gexc
@@ -102,22 +114,41 @@ class FirestoreRateLimiter:
                 raise Again from exc
             return None
 
-        retry_after = optimistic(attempt, what="the rate limit")
-        if retry_after is not None:
-            raise refused(action, limit, retry_after)
+        return optimistic(attempt, what="the rate limit")
 
 
-class InMemoryRateLimiter:
-    def __init__(self, limits: Mapping[str, Limit], clock: Callable[[], dt.datetime]) -> None:
-        self.limits, self.clock = limits, clock
+class InMemoryRateLimits:
+    def __init__(self) -> None:
         self.state: dict[tuple[str, str], dict[str, int]] = {}
+
+    def change(self, uid: str, action: str, decide: Admit) -> int | None:
+        state, retry_after = decide(self.state.get((uid, action)))
+        if retry_after is None:
+            self.state[(uid, action)] = state
+        return retry_after
+
+
+class Limiter:
+    """The limits, applied by `admit` at the clock's time to the state `store` keeps."""
+
+    def __init__(self, store: RateLimits, limits: Mapping[str, Limit], clock: Callable[[], dt.datetime]) -> None:
+        self.store, self.limits, self.clock = store, limits, clock
 
     def take(self, uid: str, action: str) -> None:
         limit = self.limits[action]
-        state, retry_after = admit(self.state.get((uid, action)), limit, self.clock().timestamp())
+        retry_after = self.store.change(uid, action, lambda state: admit(state, limit, self.clock().timestamp()))
         if retry_after is not None:
             raise refused(action, limit, retry_after)
-        self.state[(uid, action)] = state
+
+
+class FirestoreRateLimiter(Limiter):
+    def __init__(self, db: Client, limits: Mapping[str, Limit], clock: Callable[[], dt.datetime]) -> None:
+        super().__init__(FirestoreRateLimits(db), limits, clock)
+
+
+class InMemoryRateLimiter(Limiter):
+    def __init__(self, limits: Mapping[str, Limit], clock: Callable[[], dt.datetime]) -> None:
+        super().__init__(InMemoryRateLimits(), limits, clock)
 
 
 @functools.cache
