@@ -20,6 +20,7 @@ from simplytalk.services.aggregation import figures_of, shard_delta
 from simplytalk.services.billing_deps import firestore_billing
 from simplytalk.services.invoicing import run_period
 from simplytalk.services.payments import push_invoice
+from simplytalk.services.payments_deps import firestore_payments
 
 from devtools.bench.counting import CountingClient
 from devtools.bench.quiet import quiet_stack
@@ -140,7 +141,7 @@ def naive(quiet: Stack, sc: stripe.StripeClient, project: str | None = None, use
                        lambda p: DEFAULT_RATE_CARD)
         invoice = Invoice.draft(uid, PERIOD, priced, DEFAULT_RATE_CARD, NOW)
         db.collection("invoices").document(invoice.id).create(invoice.to_firestore())
-        push_invoice(db, sc, invoice, NOW)
+        push_invoice(firestore_payments(db, sc, lambda: NOW), invoice)
         invoices += 1
         total += priced.total
     elapsed = time.monotonic() - start

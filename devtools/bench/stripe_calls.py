@@ -17,6 +17,7 @@ from simplytalk.services.aggregation import shard_delta
 from simplytalk.services.billing_deps import firestore_billing
 from simplytalk.services.invoicing import run_period
 from simplytalk.services.payments import ensure_customer, push_invoice
+from simplytalk.services.payments_deps import firestore_payments
 
 from devtools.bench.invoicing import merge
 from devtools.bench.quiet import quiet_stack
@@ -59,7 +60,7 @@ class CountingStripe:
 def naive_push(db: Any, client: Any, entity: Invoice, now: dt.datetime) -> str:
     """The baseline: a draft, one invoice item per line, finalize (what the old push did)."""
     invoice = entity.to_firestore()
-    customer = ensure_customer(db, client, invoice["userId"], now)
+    customer = ensure_customer(firestore_payments(db, client, lambda: now), invoice["userId"])
     draft = client.v1.invoices.create(params={
         "customer": customer, "collection_method": "charge_automatically", "auto_advance": False,
         "pending_invoice_items_behavior": "exclude", "currency": invoice["currency"],
@@ -103,6 +104,11 @@ def _settler(db: Any, client: Any, push: Any, now: dt.datetime) -> Any:
     return settle
 
 
+def design_push(db: Any, client: Any, invoice: Invoice, now: dt.datetime) -> str:
+    """The design's push, with the bench's (db, client, invoice, now) signature."""
+    return push_invoice(firestore_payments(db, client, lambda: now), invoice)
+
+
 def _clock(moment: dt.datetime) -> Any:
     return lambda: moment
 
@@ -133,7 +139,7 @@ def run(stack: Stack) -> dict[str, Any]:
     with quiet_stack(stack, "sc") as quiet:
         sc = stripe.StripeClient("sk_test_local", base_addresses={"api": quiet.stripe_url}, max_network_retries=0)
         for assistants in (3, 60):
-            design = _measure(f"{quiet.project}-d{assistants}", sc, "design", push_invoice, assistants)
+            design = _measure(f"{quiet.project}-d{assistants}", sc, "design", design_push, assistants)
             naive = _measure(f"{quiet.project}-n{assistants}", sc, "naive", naive_push, assistants)
             for d, n in zip(design, naive, strict=True):
                 d["vs_naive"] = round(n["stripe_calls_per_user"] / d["stripe_calls_per_user"], 1)

@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 from simplytalk import api_models as shapes
-from simplytalk.clock import utcnow
 from simplytalk.config import settings
 from simplytalk.errors import PermissionDenied
 from simplytalk.firestore import firestore_client
@@ -11,6 +10,7 @@ from simplytalk.paging import page_size
 from simplytalk.rate_limits import rate_limiter
 from simplytalk.services import invoicing, margin, payments, rate_cards
 from simplytalk.services.billing_deps import firestore_billing
+from simplytalk.services.payments_deps import firestore_payments
 
 api = Api("billing")
 # GET /margin reads at most this many usage events within the function's 30 s (a larger month: the CLI)
@@ -67,13 +67,13 @@ def setup_intent(req: ApiRequest) -> Reply:
     req.require_current_account()
     rate_limiter().take(req.uid, "setup-intent")
     with stripe_errors():
-        result = payments.create_setup_intent(firestore_client(), stripe_client(), req.uid, utcnow())
+        result = payments.create_setup_intent(firestore_payments(stripe_client=stripe_client()), req.uid)
     return Reply(201, result)
 
 
 @api.route("GET", "/subscription", summary="The caller's subscription state", response=shapes.Subscription)
 def get_subscription(req: ApiRequest) -> Reply:
-    return Reply(200, payments.subscription_view(firestore_client(), req.uid))
+    return Reply(200, payments.subscription_view(firestore_payments(), req.uid))
 
 
 @api.route("POST", "/subscription", summary="Subscribe (needs a saved card)", response=shapes.Subscription,
@@ -83,8 +83,8 @@ def subscribe(req: ApiRequest) -> Reply:
 
     req.require_current_account()
     with stripe_errors():
-        view = payments.subscribe(firestore_client(), stripe_client(), req.uid, settings().stripe_price_id,
-                                  utcnow())
+        view = payments.subscribe(firestore_payments(stripe_client=stripe_client()), req.uid,
+                                  settings().stripe_price_id)
     return Reply(201, view)
 
 
@@ -95,4 +95,4 @@ def cancel(req: ApiRequest) -> Reply:
 
     req.require_current_account()
     with stripe_errors():
-        return Reply(200, payments.cancel_subscription(firestore_client(), stripe_client(), req.uid))
+        return Reply(200, payments.cancel_subscription(firestore_payments(stripe_client=stripe_client()), req.uid))

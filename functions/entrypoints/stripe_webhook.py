@@ -11,12 +11,11 @@ import json
 
 from simplytalk import logs
 from simplytalk.api_models import StripeEvent, StripeReceived
-from simplytalk.clock import utcnow
 from simplytalk.config import settings
 from simplytalk.errors import ConfigError, InvalidInput
-from simplytalk.firestore import firestore_client
 from simplytalk.http import Api, ApiRequest, Reply
-from simplytalk.services.payments import process_event
+from simplytalk.services.payments import EventOutcome, process_event
+from simplytalk.services.payments_deps import firestore_payments
 from simplytalk.stripe_gateway import stripe_client
 
 api = Api("stripe-webhook", max_body_bytes=1024 * 1024, cors=False)
@@ -43,10 +42,10 @@ def receive(req: ApiRequest) -> Reply:
         event = json.loads(payload)
     except (ValueError, RecursionError):
         event = None
-    outcome = process_event(firestore_client(), stripe_client(), event, utcnow())
+    outcome = process_event(firestore_payments(stripe_client=stripe_client()), event)
     fields = {"stripeEventId": event.get("id"), "type": event.get("type")} if isinstance(event, dict) else {}
     fields = {k: v if isinstance(v, str) else repr(v)[:100] for k, v in fields.items()}
-    if outcome == "malformed":
+    if outcome == EventOutcome.MALFORMED:
         log.error("signed stripe event is malformed: acknowledged, not applied", extra={"fields": fields})
     else:
         log.info("stripe event %s %s: %s", fields.get("stripeEventId"), fields.get("type"), outcome,

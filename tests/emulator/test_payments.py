@@ -12,11 +12,12 @@ from typing import Any
 import pytest
 import requests
 import stripe
-from simplytalk.invoice import Invoice
+from simplytalk.invoice import Invoice, InvoiceStatus
 from simplytalk.pricing import DEFAULT_RATE_CARD
 from simplytalk.services.aggregation import read_aggregate
 from simplytalk.services.billing_deps import firestore_billing
 from simplytalk.services.invoicing import run_period
+from simplytalk.services.payments_deps import firestore_payments
 
 from devtools.bench.stripe_calls import CountingStripe
 from devtools.stack import Stack
@@ -325,7 +326,10 @@ def test_a_rerun_after_idempotency_keys_expired_still_charges_once(stack: Stack,
 
 
 def test_an_invoice_status_never_moves_back(db: Any, ann: Any) -> None:
-    from simplytalk.services.payments import set_invoice_status
+    from simplytalk.services.payments import set_invoice_status as set_status
+
+    def set_invoice_status(db: Any, invoice_id: str, status: str, fields: dict[str, Any], now: dt.datetime) -> Any:
+        return set_status(firestore_payments(db, None, lambda: now), invoice_id, InvoiceStatus(status), fields)
 
     db.collection("invoices").document("inv-rank").set({"userId": ann.uid, "status": "open"})
 
@@ -532,10 +536,12 @@ def test_a_retry_pages_through_the_lines_already_on_stripes_invoice(stack: Stack
     doc = _many_lines(db, ann.uid, 200)
     with pytest.raises(stripe.APIConnectionError):
         # 180 lines in, then a crash
-        payments.push_invoice(db, failing_on(sc, "add_lines", 4), Invoice.from_firestore(doc), NOV)
+        payments.push_invoice(firestore_payments(db, failing_on(sc, "add_lines", 4), lambda: NOV),
+                              Invoice.from_firestore(doc))
     requests.delete(f"{stack.stripe_url}/_fake/idempotency", timeout=5)
 
-    assert payments.push_invoice(db, sc, Invoice.from_firestore(_invoice(db, ann.uid)), NOV) == "pushed"
+    assert payments.push_invoice(firestore_payments(db, sc, lambda: NOV),
+                                 Invoice.from_firestore(_invoice(db, ann.uid))) == "pushed"
 
     stripe_id = _invoice(db, ann.uid)["stripeInvoiceId"]
     lines = list(sc.v1.invoices.line_items.list(stripe_id, params={"limit": 100}).auto_paging_iter())
@@ -549,7 +555,7 @@ def test_more_lines_than_stripe_allows_are_grouped_to_the_same_total(stack: Stac
 
     doc = _many_lines(db, ann.uid, 300)
 
-    assert payments.push_invoice(db, sc, Invoice.from_firestore(doc), NOV) == "pushed"
+    assert payments.push_invoice(firestore_payments(db, sc, lambda: NOV), Invoice.from_firestore(doc)) == "pushed"
 
     theirs = sc.v1.invoices.retrieve(_invoice(db, ann.uid)["stripeInvoiceId"])
     assert theirs.total == 300 * 45 and theirs.status == "open"

@@ -19,13 +19,13 @@ from __future__ import annotations
 
 import datetime as dt
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 from simplytalk import collections as col
 from simplytalk.charges import Figures, effective_billed
-from simplytalk.invoice import Invoice
+from simplytalk.invoice import Invoice, InvoiceStatus
 from simplytalk.pricing import UsageFigures
 from simplytalk.repositories.retry import Again
 from simplytalk.usage_counters import from_fields, to_fields
@@ -52,6 +52,28 @@ class Ledger:
         return effective_billed(self.legacy, self.years)
 
 
+@dataclass(frozen=True)
+class StatusState:
+    """What a status move reads of an invoice (read leniently: the rest of the document may be missing)."""
+
+    status: InvoiceStatus
+    total: int | None
+    stripe_invoice_id: str | None
+    replacing_stripe_invoice: str | None
+
+
+# a status move's decision on the state read: the status and the fields to write, or None to leave it
+StatusDecision = Callable[[StatusState], "tuple[InvoiceStatus, dict[str, Any]] | None"]
+
+
+def _status_state(data: dict[str, Any]) -> StatusState:
+    total = data.get("total")
+    return StatusState(status=InvoiceStatus(data.get("status") or "draft"),
+                       total=total if isinstance(total, int) else None,
+                       stripe_invoice_id=data.get("stripeInvoiceId"),
+                       replacing_stripe_invoice=data.get("replacingStripeInvoice"))
+
+
 class Invoices(Protocol):
     def get(self, invoice_id: str) -> Invoice | None: ...
 
@@ -71,6 +93,12 @@ class Invoices(Protocol):
                       now: dt.datetime) -> None:
         """Store the invoice and rewrite the ledger's `years` (year -> that year's whole `billed`)
         atomically, on the versions `ledger` was read at; Again when anything changed meanwhile."""
+        ...
+
+    def move_status(self, invoice_id: str, decide: StatusDecision, now: dt.datetime) -> InvoiceStatus | None:
+        """Read the invoice's status and Stripe link, ask `decide` (again on each retry) and write what it
+        decided (with `updatedAt`), atomically; the status then (the current one when `decide` left
+        it); None when there is no such invoice."""
         ...
 
     def run(self, period: str) -> dict[str, Any] | None:
@@ -173,6 +201,27 @@ class FirestoreInvoices:
         except (gexc.AlreadyExists, gexc.FailedPrecondition, gexc.Aborted) as exc:
             raise Again from exc  # another run got there first: look again
 
+    def move_status(self, invoice_id: str, decide: StatusDecision, now: dt.datetime) -> InvoiceStatus | None:
+        from google.cloud import firestore
+
+        ref = self.db.collection(col.INVOICES).document(invoice_id)
+
+        @firestore.transactional
+        def run(tx: Any) -> InvoiceStatus | None:
+            snap = ref.get(transaction=tx)
+            if not snap.exists:
+                return None
+            state = _status_state(snap.to_dict() or {})
+            decided = decide(state)
+            if decided is None:
+                return state.status
+            status, fields = decided
+            tx.update(ref, {**fields, "status": str(status), "updatedAt": now})
+            return status
+
+        result: InvoiceStatus | None = run(self.db.transaction())
+        return result
+
     def run(self, period: str) -> dict[str, Any] | None:
         snap = self.db.collection(col.INVOICE_RUNS).document(period).get()
         return (snap.to_dict() or {}) if snap.exists else None
@@ -260,6 +309,20 @@ class InMemoryInvoices:
         """year -> that year document's `billed` (for tests)."""
         with self.lock:
             return {y: ledger_figures(d.get("billed")) for (u, y), d in sorted(self.ledger_years.items()) if u == uid}
+
+    def move_status(self, invoice_id: str, decide: StatusDecision, now: dt.datetime) -> InvoiceStatus | None:
+        with self.lock:
+            found = self.invoices.get(invoice_id)
+            if found is None:
+                return None
+            data = found.to_firestore()
+            decided = decide(_status_state(data))
+            if decided is None:
+                return found.status
+            status, fields = decided
+            self.invoices[invoice_id] = Invoice.from_firestore({**data, **fields, "status": str(status),
+                                                                "updatedAt": now})
+            return status
 
     def run(self, period: str) -> dict[str, Any] | None:
         with self.lock:

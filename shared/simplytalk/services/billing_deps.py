@@ -14,8 +14,9 @@ from simplytalk.repositories.invoices import Invoices
 from simplytalk.repositories.rate_cards import RateCards
 
 if TYPE_CHECKING:
-    import stripe
     from google.cloud.firestore import Client
+
+    from simplytalk.services.payments_deps import PaymentsDeps
 
 Settle = Callable[[Invoice], str]  # the Stripe step for an invoice created or found (idempotent)
 
@@ -36,8 +37,8 @@ class StripeSettlement:
     """`settle` in production: a draft invoice becomes a finalized Stripe invoice (push_invoice is
     idempotent); one with nothing to collect is marked paid; any other status is left to Stripe."""
 
-    def __init__(self, db: Client, client: stripe.StripeClient, clock: Callable[[], dt.datetime]) -> None:
-        self.db, self.client, self.clock = db, client, clock
+    def __init__(self, payments: PaymentsDeps) -> None:
+        self.payments = payments
 
     def __call__(self, invoice: Invoice) -> str:
         from simplytalk.invoice import InvoiceStatus
@@ -46,9 +47,9 @@ class StripeSettlement:
         if invoice.status != InvoiceStatus.DRAFT:
             return "settled"
         if invoice.total == 0:
-            set_invoice_status(self.db, invoice.id, "paid", {}, self.clock())  # nothing to collect
+            set_invoice_status(self.payments, invoice.id, InvoiceStatus.PAID, {})  # nothing to collect
             return "nothing-due"
-        return push_invoice(self.db, self.client, invoice, self.clock())
+        return push_invoice(self.payments, invoice)
 
 
 def firestore_billing(db: Client | None = None, clock: Callable[[], dt.datetime] | None = None,
@@ -58,10 +59,11 @@ def firestore_billing(db: Client | None = None, clock: Callable[[], dt.datetime]
     from simplytalk.firestore import firestore_client
     from simplytalk.repositories.billable_usage import CounterUsage
     from simplytalk.repositories.invoices import FirestoreInvoices
+    from simplytalk.services.payments_deps import firestore_payments
     from simplytalk.services.rate_cards import shared_rate_cards
 
     db = db if db is not None else firestore_client()
     clock = clock or utcnow
-    settle = StripeSettlement(db, stripe_client, clock) if stripe_client is not None else None
+    settle = StripeSettlement(firestore_payments(db, stripe_client, clock)) if stripe_client is not None else None
     return BillingDeps(invoices=FirestoreInvoices(db), usage=CounterUsage(db), rate_cards=shared_rate_cards(db),
                        clock=clock, settle=settle)
