@@ -564,6 +564,7 @@ class FakeStripe:
         self._stop = threading.Event()
         self._outbox: list[tuple[float, int, int, Obj]] = []  # (not before, order, attempt, event)
         self._outbox_ready = threading.Condition()
+        self._delivering = 0  # webhooks being posted right now
         self.reset()
         threading.Thread(target=self._tick, name="fake-stripe-clock", daemon=True).start()
         threading.Thread(target=self._deliveries, name="fake-stripe-webhooks", daemon=True).start()
@@ -677,7 +678,13 @@ class FakeStripe:
                 if self._stop.is_set():
                     return
                 _, order, attempt, event = heapq.heappop(self._outbox)
-            if not self._deliver(event) and attempt < 4:
+                self._delivering += 1
+            try:
+                delivered = self._deliver(event)
+            finally:
+                with self._outbox_ready:
+                    self._delivering -= 1
+            if not delivered and attempt < 4:
                 with self._outbox_ready:
                     heapq.heappush(self._outbox, (time.monotonic() + 0.2 * 2**attempt, order, attempt + 1, event))
 
@@ -830,6 +837,9 @@ class FakeStripe:
         if path == "/_fake/webhook" and method == "POST":
             self.webhook_url, self.webhook_secret = body.get("url"), body.get("secret")
             return 200, {"ok": True}
+        if path == "/_fake/outbox" and method == "GET":  # webhooks not yet delivered (tests wait for 0)
+            with self._outbox_ready:
+                return 200, {"pending": len(self._outbox) + self._delivering}
         if path == "/_fake/stats" and method == "GET":
             with self.lock:
                 return 200, dict(self.stats)

@@ -372,19 +372,23 @@ class Stack:
 
     # -- data ------------------------------------------------------------
     def wait_for_deliveries(self, timeout: float = 5.0) -> bool:
-        """Wait (up to `timeout`) until the functions host handles no trigger or Pub/Sub delivery, so
-        a test's wipe does not race the last one's writes (a usage follow-up waits about a second)."""
-        url = f"{self.functions_url}/_host/in-flight"
+        """Wait (up to `timeout`) until the local Stripe has no webhook left to send and the functions
+        host handles no trigger or Pub/Sub delivery, so a test's wipe does not race the last one's
+        writes (a usage follow-up waits about a second; a late Stripe event writes the user's profile)."""
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                with urllib.request.urlopen(url, timeout=2) as response:
-                    if json.loads(response.read()).get("inFlight") == 0:
-                        return True
-            except (OSError, ValueError):
-                return False
-            time.sleep(0.05)
-        return False
+        for url, key in ((f"{self.stripe_url}/_fake/outbox", "pending"),  # the local Stripe's webhooks first
+                         (f"{self.functions_url}/_host/in-flight", "inFlight")):
+            while True:
+                try:
+                    with urllib.request.urlopen(url, timeout=2) as response:
+                        if json.loads(response.read()).get(key) == 0:
+                            break
+                except (OSError, ValueError):
+                    break
+                if time.monotonic() > deadline:
+                    return False
+                time.sleep(0.05)
+        return True
 
     def clear_firestore(self, timeout: float = 10.0) -> None:
         """Delete every document. The emulator answers 409 while a transaction
