@@ -19,10 +19,10 @@ import json
 import sys
 
 from simplytalk.config import settings
-from simplytalk.firestore import firestore_client
 from simplytalk.ids import valid_document_id
 from simplytalk.margin import MarginReport, report_json, usd_text
 from simplytalk.pricing import format_minutes, valid_period
+from simplytalk.services.billing_deps import firestore_margin
 from simplytalk.services.margin import margin
 
 
@@ -82,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.user is not None and not valid_document_id(args.user):
         parser.error("--user must be a user id")
     print(f"project {settings().project_id}: margin for {args.period}", file=sys.stderr)
-    report = margin(firestore_client(), args.period, args.user)
+    report = margin(firestore_margin(), args.period, args.user)
     print(json.dumps(report_json(report), indent=2) if args.json else table(report))
     return 0
 

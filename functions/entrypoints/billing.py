@@ -3,13 +3,12 @@ from __future__ import annotations
 from simplytalk import api_models as shapes
 from simplytalk.config import settings
 from simplytalk.errors import PermissionDenied
-from simplytalk.firestore import firestore_client
 from simplytalk.http import Api, ApiRequest, Reply
 from simplytalk.margin import report_json
 from simplytalk.paging import page_size
 from simplytalk.rate_limits import rate_limiter
 from simplytalk.services import invoicing, margin, payments, rate_cards
-from simplytalk.services.billing_deps import firestore_billing
+from simplytalk.services.billing_deps import firestore_billing, firestore_margin
 from simplytalk.services.payments_deps import firestore_payments
 
 api = Api("billing")
@@ -54,7 +53,7 @@ def get_margin(req: ApiRequest) -> Reply:
         raise PermissionDenied("the margin report needs the admin claim")
     req.require_current_account()  # a disabled admin or a revoked token loses the power at once
     period, user_id = margin.parse_query(req.query("period"), req.query("userId"))
-    report = margin.margin(firestore_client(), period, user_id, max_events=MARGIN_MAX_EVENTS)
+    report = margin.margin(firestore_margin(), period, user_id, max_events=MARGIN_MAX_EVENTS)
     return Reply(200, report_json(report))
 
 

@@ -9,8 +9,10 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from simplytalk.invoice import Invoice
+from simplytalk.provider_prices import PriceTable
 from simplytalk.repositories.billable_usage import BillableUsage
 from simplytalk.repositories.invoices import Invoices
+from simplytalk.repositories.margin_sources import MarginSources
 from simplytalk.repositories.rate_cards import RateCards
 
 if TYPE_CHECKING:
@@ -67,3 +69,32 @@ def firestore_billing(db: Client | None = None, clock: Callable[[], dt.datetime]
     settle = StripeSettlement(firestore_payments(db, stripe_client, clock)) if stripe_client is not None else None
     return BillingDeps(invoices=FirestoreInvoices(db), usage=CounterUsage(db), rate_cards=shared_rate_cards(db),
                        clock=clock, settle=settle)
+
+
+# -- the margin report --------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class MarginDeps:
+    """What `services.margin` reads: the month's events and invoice lines, the counted usage, the
+    rate cards, the provider price table; and the clock."""
+
+    sources: MarginSources
+    usage: BillableUsage
+    rate_cards: RateCards
+    prices: PriceTable
+    clock: Callable[[], dt.datetime]
+
+
+def firestore_margin(db: Client | None = None, clock: Callable[[], dt.datetime] | None = None,
+                     prices: PriceTable | None = None) -> MarginDeps:
+    """Firestore repositories, the counters and the shipped price table (GET /billing/margin, ops.margin)."""
+    from simplytalk.clock import utcnow
+    from simplytalk.firestore import firestore_client
+    from simplytalk.provider_prices import default_table
+    from simplytalk.repositories.billable_usage import CounterUsage
+    from simplytalk.repositories.margin_sources import FirestoreMarginSources
+    from simplytalk.services.rate_cards import shared_rate_cards
+
+    db = db if db is not None else firestore_client()
+    return MarginDeps(sources=FirestoreMarginSources(db), usage=CounterUsage(db), rate_cards=shared_rate_cards(db),
+                      prices=prices or default_table(), clock=clock or utcnow)
