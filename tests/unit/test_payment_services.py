@@ -22,6 +22,7 @@ from simplytalk.repositories.stripe_links import InMemoryStripeLinks
 from simplytalk.services import payments as svc
 from simplytalk.services.payments import EventOutcome, Superseded
 from simplytalk.services.payments_deps import PaymentsDeps
+from simplytalk.stripe_port import SdkStripeGateway
 
 NOV = dt.datetime(2026, 11, 2, tzinfo=dt.UTC)
 LATER = NOV + dt.timedelta(hours=1)
@@ -65,7 +66,8 @@ class Payments:
 
     def deps(self) -> PaymentsDeps:
         return PaymentsDeps(customers=self.customers, events=self.events, invoices=self.invoices,
-                            links=InMemoryStripeLinks(self.invoices), stripe=self.stripe, clock=lambda: self.now)
+                            links=InMemoryStripeLinks(self.invoices), stripe=SdkStripeGateway(self.stripe),
+                            clock=lambda: self.now)
 
     def user(self, uid: str, customer: str | None = None, **fields: Any) -> None:
         self.customers.add_user(uid, email=f"{uid}@example.com", **fields)

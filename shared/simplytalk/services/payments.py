@@ -24,6 +24,7 @@ from simplytalk.stripe_gateway import is_missing, is_refusal, is_stripe_error
 
 if TYPE_CHECKING:
     from simplytalk.services.payments_deps import PaymentsDeps
+    from simplytalk.stripe_port import StripeGateway
 
 log = logs.get_logger("payments")
 # Stripe's subscription statuses that may start calls. `past_due` (renewal failing, Stripe
@@ -82,7 +83,7 @@ def ensure_customer(deps: PaymentsDeps, uid: str, profile: StripeProfile | None 
     params: dict[str, Any] = {"metadata": {"uid": uid}}
     if profile.email is not None:
         params["email"] = profile.email
-    customer = deps.stripe.v1.customers.create(params=params, options={"idempotency_key": f"customer-{uid}"})
+    customer = deps.stripe.create_customer(params, idempotency_key=f"customer-{uid}")
     deps.customers.link_customer(uid, customer.id, deps.clock())
     return str(customer.id)
 
@@ -94,13 +95,13 @@ def create_setup_intent(deps: PaymentsDeps, uid: str) -> dict[str, Any]:
     intent is handed out again until it is used; a new one is made only after it succeeded
     or was canceled. Payment methods come from the account's settings (automatic payment
     methods): the API version we speak no longer takes `payment_method_types`."""
-    client = deps.stripe
+    gateway = deps.stripe
     profile = deps.customers.profile(uid)
     customer_id = ensure_customer(deps, uid, profile)
     previous = profile.setup_intent_id
     if previous:
         try:
-            intent = client.v1.setup_intents.retrieve(previous)
+            intent = gateway.retrieve_setup_intent(previous)
         except Exception as exc:
             if not is_missing(exc):
                 raise
@@ -108,10 +109,10 @@ def create_setup_intent(deps: PaymentsDeps, uid: str) -> dict[str, Any]:
             if intent.status in OPEN_SETUP_STATUSES and _id_of(intent.customer) == customer_id:
                 return _setup_view(intent, customer_id)
     # Concurrent first requests share the key, so they get the same intent.
-    intent = client.v1.setup_intents.create(params={
+    intent = gateway.create_setup_intent({
         "customer": customer_id, "usage": "off_session",
         "automatic_payment_methods": {"enabled": True, "allow_redirects": "never"},
-        "metadata": {"uid": uid}}, options={"idempotency_key": f"setup-intent-{uid}-after-{previous or 'none'}"})
+        "metadata": {"uid": uid}}, idempotency_key=f"setup-intent-{uid}-after-{previous or 'none'}")
     deps.customers.set_setup_intent(uid, intent.id)
     return _setup_view(intent, customer_id)
 
@@ -137,9 +138,9 @@ def apply_setup_intent(deps: PaymentsDeps, intent: dict[str, Any]) -> str | None
     if not newer_card(deps.customers.profile(uid), created):
         return uid
     payment_method = _id_of(intent["payment_method"])
-    deps.stripe.v1.customers.update(_id_of(intent["customer"]) or "", params={
+    deps.stripe.update_customer(_id_of(intent["customer"]) or "", {
         "invoice_settings": {"default_payment_method": payment_method or ""}},
-        options={"idempotency_key": f"default-pm-{intent['id']}"})
+        idempotency_key=f"default-pm-{intent['id']}")
     deps.customers.set_payment_method(uid, created)
     return uid
 
@@ -148,7 +149,7 @@ def _settle_setup_intent(deps: PaymentsDeps, profile: StripeProfile) -> StripePr
     """Apply the user's last SetupIntent now if it succeeded (its webhook may not have arrived yet)."""
     if not profile.setup_intent_id:
         return profile
-    intent = _plain(deps.stripe.v1.setup_intents.retrieve(profile.setup_intent_id))
+    intent = _plain(deps.stripe.retrieve_setup_intent(profile.setup_intent_id))
     if apply_setup_intent(deps, intent) is None:
         return profile
     return deps.customers.profile(profile.uid)
@@ -172,9 +173,9 @@ def subscribe(deps: PaymentsDeps, uid: str, price_id: str) -> dict[str, Any]:
     if not profile.has_payment_method:
         raise FailedPrecondition("add a payment method first (POST /setup-intent)")
     attempt = profile.subscription_attempts + 1
-    subscription = deps.stripe.v1.subscriptions.create(params={
+    subscription = deps.stripe.create_subscription({
         "customer": customer_id, "items": [{"price": price_id}], "metadata": {"uid": uid}},
-        options={"idempotency_key": f"subscription-{uid}-{attempt}"})
+        idempotency_key=f"subscription-{uid}-{attempt}")
     deps.customers.set_subscription_attempts(uid, attempt)
     apply_subscription(deps, _plain(subscription))
     if subscription.status == "incomplete":
@@ -185,16 +186,16 @@ def subscribe(deps: PaymentsDeps, uid: str, price_id: str) -> dict[str, Any]:
 def _retry_first_payment(deps: PaymentsDeps, uid: str, subscription_id: str) -> dict[str, Any]:
     import stripe
 
-    client = deps.stripe
-    subscription = client.v1.subscriptions.retrieve(subscription_id)
+    gateway = deps.stripe
+    subscription = gateway.retrieve_subscription(subscription_id)
     invoice_id = _id_of(subscription.latest_invoice)
     declined = None
     if subscription.status == "incomplete" and invoice_id:
         try:
-            client.v1.invoices.pay(invoice_id)
+            gateway.pay_invoice(invoice_id)
         except stripe.CardError as exc:
             declined = exc
-        subscription = client.v1.subscriptions.retrieve(subscription_id)
+        subscription = gateway.retrieve_subscription(subscription_id)
     apply_subscription(deps, _plain(subscription))
     if subscription.status == "incomplete":
         raise PaymentNeeded("the first payment failed again; add another card, then subscribe again") from declined
@@ -205,7 +206,7 @@ def cancel_subscription(deps: PaymentsDeps, uid: str) -> dict[str, Any]:
     profile = deps.customers.profile(uid)
     if not profile.subscription_id or profile.subscription_status in ENDED_STATUSES:
         raise NotFound("no subscription")
-    apply_subscription(deps, _plain(deps.stripe.v1.subscriptions.cancel(profile.subscription_id)))
+    apply_subscription(deps, _plain(deps.stripe.cancel_subscription(profile.subscription_id)))
     return subscription_view(deps, uid)
 
 
@@ -264,13 +265,13 @@ def push_invoice(deps: PaymentsDeps, invoice: Invoice) -> PushOutcome:
 def _push(deps: PaymentsDeps, invoice: Invoice) -> PushOutcome:
     import stripe
 
-    client = deps.stripe
+    gateway = deps.stripe
     invoice_id = invoice.id
     customer_id = ensure_customer(deps, invoice.user_id)
     for _ in range(3):
         stripe_invoice, fresh = _stripe_draft(deps, invoice, customer_id)
         if stripe_invoice.status == "draft":
-            stripe_invoice = _complete(client, invoice, stripe_invoice, fresh)
+            stripe_invoice = _complete(gateway, invoice, stripe_invoice, fresh)
         if stripe_invoice.total == invoice.total:
             apply_invoice(deps, _plain(stripe_invoice), None)
             return PushOutcome.PUSHED
@@ -286,8 +287,7 @@ def _push(deps: PaymentsDeps, invoice: Invoice) -> PushOutcome:
             # the void succeeds, so a failed void is retried and a charge meanwhile is seen
             deps.links.replacing(invoice_id, stripe_invoice.id)
             try:
-                client.v1.invoices.void_invoice(stripe_invoice.id, options={
-                    "idempotency_key": _key(invoice, f"void-{stripe_invoice.id}")})
+                gateway.void_invoice(stripe_invoice.id, idempotency_key=_key(invoice, f"void-{stripe_invoice.id}"))
             except stripe.InvalidRequestError:
                 continue  # no longer open (paid meanwhile?): look again
         invoice = _reissue(deps, invoice, stripe_invoice.id)
@@ -312,26 +312,26 @@ def _key(invoice: Invoice, base: str) -> str:
 
 def _stripe_draft(deps: PaymentsDeps, invoice: Invoice, customer_id: str) -> tuple[Any, bool]:
     """Stripe's invoice for ours, and whether it was just created (so it has no lines yet)."""
-    client = deps.stripe
+    gateway = deps.stripe
     if invoice.stripe_invoice_id:
-        return client.v1.invoices.retrieve(invoice.stripe_invoice_id), False
+        return gateway.retrieve_invoice(invoice.stripe_invoice_id), False
     reissue = invoice.stripe_reissues
     key = _key(invoice, f"invoice-{invoice.id}" + (f"-r{reissue}" if reissue else ""))
-    created = client.v1.invoices.create(params={
+    created = gateway.create_invoice({
         "customer": customer_id, "collection_method": "charge_automatically", "auto_advance": False,
         "pending_invoice_items_behavior": "exclude", "currency": invoice.currency, "discounts": "",
         "metadata": {"invoiceId": invoice.id, "period": invoice.period, "userId": invoice.user_id}},
-        options={"idempotency_key": key})
+        idempotency_key=key)
     deps.links.link(invoice.id, created.id, deps.clock())
     invoice.stripe_invoice_id = created.id
     return created, True
 
 
-def _present_lines(client: Any, stripe_invoice_id: str) -> set[str]:
+def _present_lines(gateway: StripeGateway, stripe_invoice_id: str) -> set[str]:
     present: set[str] = set()
     params: dict[str, Any] = {"limit": 100}
     while True:
-        page = client.v1.invoices.line_items.list(stripe_invoice_id, params=params)
+        page = gateway.list_invoice_lines(stripe_invoice_id, params)
         for line in page.data:
             present.add(str((_plain(line).get("metadata") or {}).get("line")))
         if not page.has_more or not page.data:
@@ -339,19 +339,19 @@ def _present_lines(client: Any, stripe_invoice_id: str) -> set[str]:
         params["starting_after"] = page.data[-1].id
 
 
-def _complete(client: Any, invoice: Invoice, stripe_invoice: Any, fresh: bool) -> Any:
+def _complete(gateway: StripeGateway, invoice: Invoice, stripe_invoice: Any, fresh: bool) -> Any:
     """Add the lines a draft lacks; finalize it with automatic collection if it then bills our total."""
-    present = set() if fresh else _present_lines(client, stripe_invoice.id)
+    present = set() if fresh else _present_lines(gateway, stripe_invoice.id)
     missing = [line for line in stripe_lines(invoice.lines) if line.key not in present]
     for start in range(0, len(missing), LINES_PER_REQUEST):
         batch = missing[start:start + LINES_PER_REQUEST]
         lines: list[Any] = [_line_params(invoice, line) for line in batch]
-        stripe_invoice = client.v1.invoices.add_lines(stripe_invoice.id, params={"lines": lines}, options={
-            "idempotency_key": _key(invoice, _lines_key(stripe_invoice.id, batch))})
+        stripe_invoice = gateway.add_invoice_lines(stripe_invoice.id, {"lines": lines},
+                                                   idempotency_key=_key(invoice, _lines_key(stripe_invoice.id, batch)))
     if stripe_invoice.total != invoice.total:
         return stripe_invoice  # never finalize a total that is not ours
-    return client.v1.invoices.finalize_invoice(stripe_invoice.id, params={"auto_advance": True}, options={
-        "idempotency_key": _key(invoice, f"finalize-{stripe_invoice.id}")})
+    return gateway.finalize_invoice(stripe_invoice.id, {"auto_advance": True},
+                                    idempotency_key=_key(invoice, f"finalize-{stripe_invoice.id}"))
 
 
 def _line_params(invoice: Invoice, line: StripeLine) -> dict[str, Any]:
@@ -464,16 +464,16 @@ def process_event(deps: PaymentsDeps, event: Any) -> EventOutcome:
     object_id = obj.get("id") if isinstance(obj, dict) else None
     if not isinstance(object_id, str) or not object_id:
         return EventOutcome.MALFORMED
-    client = deps.stripe
+    gateway = deps.stripe
     result: str | None
     try:
         # Re-fetch: events arrive late and out of order; the object's state now decides.
         if kind.startswith("invoice."):
-            result = apply_invoice(deps, _plain(client.v1.invoices.retrieve(object_id)), kind)
+            result = apply_invoice(deps, _plain(gateway.retrieve_invoice(object_id)), kind)
         elif kind.startswith("customer.subscription."):
-            result = apply_subscription(deps, _plain(client.v1.subscriptions.retrieve(object_id)))
+            result = apply_subscription(deps, _plain(gateway.retrieve_subscription(object_id)))
         else:
-            result = apply_setup_intent(deps, _plain(client.v1.setup_intents.retrieve(object_id)))
+            result = apply_setup_intent(deps, _plain(gateway.retrieve_setup_intent(object_id)))
         outcome = EventOutcome.PROCESSED
     except Exception as exc:
         if is_missing(exc):
