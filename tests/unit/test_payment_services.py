@@ -1,8 +1,8 @@
 """Payments on in-memory repositories: the users' Stripe state, invoice statuses and webhook events.
 
-What calls Stripe to change something (customers, SetupIntents, subscriptions, pushing invoices)
-is covered against the local Stripe in tests/emulator/test_payments.py; here Stripe is only the
-objects a webhook re-fetches (`StripeObjects`), and the calls that would change Stripe are recorded.
+Here Stripe is only the objects a webhook re-fetches (`StripeObjects`); the flows that change
+Stripe (customers, SetupIntents, subscriptions, pushing invoices) run on `InMemoryStripe` in
+test_payment_flows.py, and against the local Stripe in tests/emulator/test_payments.py.
 """
 
 from __future__ import annotations
