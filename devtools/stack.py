@@ -384,7 +384,7 @@ class Stack:
                         if json.loads(response.read()).get(key) == 0:
                             break
                 except (OSError, ValueError):
-                    break
+                    return False  # cannot tell: say so rather than report quiet
                 if time.monotonic() > deadline:
                     return False
                 time.sleep(0.05)

@@ -122,5 +122,10 @@ def _map(value: Any) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
+def count_of(value: Any) -> int:
+    """A stored count, or 0 when it is not a non-negative integer."""
+    return _int(value)
+
+
 def _int(value: Any) -> int:
     return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else 0

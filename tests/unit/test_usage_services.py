@@ -457,3 +457,36 @@ def test_a_rate_card_s_cost_follows_its_own_month(history: UsageDeps) -> None:
     entries = {h["eventId"]: h for h in cheaper.view("ann", "2026-11", None, 20, None)["history"]}
     assert (entries["resp_old"]["rateCardId"], entries["resp_old"]["cost"]["amount"]) == ("default-2026-01", 45)
     assert (entries["vcall_1"]["rateCardId"], entries["vcall_1"]["cost"]["amount"]) == ("cheap-2026-11", 23)
+
+
+def test_a_malformed_stored_event_never_breaks_the_mirrors_or_the_history(deps: UsageDeps, usage: InMemoryUsage,
+                                                                         clock: FakeClock) -> None:
+    applied = deliver(deps, "resp_ok", response(10))
+    usage.events["bad_1"] = {"userId": "ann", "assistantId": "o-sup", "provider": "openai", "kind": "response",
+                             "occurredAt": NOW, "usage": {"totalTokens": "12abc", "inputTokens": 2.9}}
+    usage.events["bad_2"] = {"userId": "ann", "assistantId": "o-sup", "provider": "openai", "occurredAt": NOW,
+                             "usage": "oops"}
+
+    assert deps.rollup("ann", applied.commit_time) == Rollup.ROLLED_UP
+    entries = {h["eventId"]: h for h in summary(usage)["usageHistory"]}
+    assert entries["bad_1"]["totalTokens"] == 0 and entries["bad_1"]["inputTokens"] == 0
+    assert entries["bad_2"]["totalTokens"] == 0
+    assert summary(usage)["totalTokens"] == 10
+
+
+def test_a_follow_up_whose_rollup_read_before_it_was_due_rolls_up_again(usage: InMemoryUsage,
+                                                                        clock: FakeClock) -> None:
+    """The instance's clock 5 s ahead of Firestore's: the follow-up wakes before its due time (by
+    Firestore's clock) and its first rollup reads too early; it must not call the due time covered."""
+    ahead = UsageDeps(usage=usage, clock=lambda: clock() + dt.timedelta(seconds=5),
+                      cards=lambda: [DEFAULT_RATE_CARD], sleep=clock.sleep)
+    first = deliver(ahead, "resp_0", response(10))
+    assert first.commit_time is not None and ahead.rollup("ann", first.commit_time) == Rollup.ROLLED_UP
+    clock.advance(0.2)
+    second = deliver(ahead, "resp_1", response(20))
+    assert second.commit_time is not None
+    due = FollowUps.due_for(second.commit_time)
+
+    assert ahead.follow_up("ann", due, patience=MIRROR_PATIENCE) == Rollup.ROLLED_UP
+    assert usage.summary("ann").mirrored.read_time >= due
+    assert summary(usage)["totalTokens"] == 30

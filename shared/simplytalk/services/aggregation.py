@@ -49,6 +49,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from simplytalk import logs
 from simplytalk.charges import card_for
 from simplytalk.clock import rfc3339
 from simplytalk.ids import valid_document_id
@@ -91,6 +92,9 @@ __all__ = [
 ROLLUP_INTERVAL = 1.0  # seconds
 MIRROR_PATIENCE = 2.5 * ROLLUP_INTERVAL  # how long a follow-up waits for the mirrors to cover its event
 LEASE_POLL = 0.1  # seconds between looks while another rollup holds the lease
+
+
+log = logs.get_logger("aggregation")
 
 
 class Rollup(StrEnum):
@@ -230,7 +234,16 @@ def follow_up(usage: UsageCounters, uid: str, due: dt.datetime, *, now: Clock, c
     """`mirror-usage`: wait until the follow-up is due, so any rollup from then on reads every
     commit before it, then see that one covers it."""
     sleep(max(0.0, (due - now()).total_seconds()) + FOLLOW_UP_MARGIN)
-    return rollup(usage, uid, due, now=now, cards=cards, patience=patience, sleep=sleep)
+    outcome = Rollup.GAVE_UP
+    for _ in range(5):
+        outcome = rollup(usage, uid, due, now=now, cards=cards, patience=patience, sleep=sleep)
+        read = usage.summary(uid).mirrored.read_time
+        if outcome != Rollup.ROLLED_UP or not isinstance(read, dt.datetime) or read >= due:
+            return outcome
+        # this instance's clock ran behind Firestore's: the rollup read before `due`, so events the
+        # instance left to this follow-up may be missing; wait the gap out and roll up again
+        sleep((due - read).total_seconds() + FOLLOW_UP_MARGIN)
+    return outcome
 
 
 def parse_mirror_message(message: dict[str, Any]) -> tuple[str, dt.datetime] | None:
@@ -246,9 +259,16 @@ def parse_mirror_message(message: dict[str, Any]) -> tuple[str, dt.datetime] | N
 
 def sweep(usage: UsageCounters, since: dt.datetime, *, now: Clock, cards: Cards,
           sleep: Callable[[float], None]) -> dict[str, Rollup]:
-    """Roll up every user whose counters changed since `since` and are ahead of their mirrors."""
-    return {uid: rollup(usage, uid, at, now=now, cards=cards, sleep=sleep)
-            for uid, at in usage.changed_since(since).items()}
+    """Roll up every user whose counters changed since `since` and are ahead of their mirrors; one
+    user's failure is logged and does not stop the others."""
+    outcomes: dict[str, Rollup] = {}
+    for uid, at in usage.changed_since(since).items():
+        try:
+            outcomes[uid] = rollup(usage, uid, at, now=now, cards=cards, sleep=sleep)
+        except Exception:
+            log.exception("usage-rollup: the mirrors of %s failed", uid, extra={"fields": {"uid": uid}})
+            outcomes[uid] = Rollup.GAVE_UP
+    return outcomes
 
 
 # -- rebuilding from the raw events ---------------------------------------------------

@@ -11,22 +11,25 @@ from simplytalk.ids import valid_document_id
 from simplytalk.paging import cursor_time, decode_token, next_page_token
 from simplytalk.pricing import RateCard, format_minutes, period_of
 from simplytalk.repositories.usage import UsageCounters
-from simplytalk.usage_history import DELETED, UNNAMED, Described, describe_call, describe_event
+from simplytalk.usage_history import DELETED, UNNAMED, Described, count_of, describe_call, describe_event
 
 RECENT_HISTORY = 20
 
 
 def history_entry(event_id: str, data: dict[str, Any]) -> dict[str, Any]:
-    usage = data.get("usage") or {}
+    """The stored fields as they are, the counts only when they are counts (an event the trigger
+    refused as malformed still lists here, and must never break the history or the mirrors)."""
+    stored = data.get("usage")
+    usage: dict[str, Any] = stored if isinstance(stored, dict) else {}
     return {
         "eventId": event_id,
         "assistantId": data.get("assistantId"),
         "provider": data.get("provider"),
         "model": data.get("model"),
         "occurredAt": data.get("occurredAt"),
-        "totalTokens": int(usage.get("totalTokens") or 0),
-        "inputTokens": int(usage.get("inputTokens") or 0),
-        "outputTokens": int(usage.get("outputTokens") or 0),
+        "totalTokens": count_of(usage.get("totalTokens")),
+        "inputTokens": count_of(usage.get("inputTokens")),
+        "outputTokens": count_of(usage.get("outputTokens")),
         "callSeconds": data.get("callSeconds"),
     }
 
