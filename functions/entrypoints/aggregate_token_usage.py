@@ -14,7 +14,7 @@ from simplytalk import logs
 from simplytalk.config import settings
 from simplytalk.events import DocumentChange, document_event_handler
 from simplytalk.models import UsageEvent
-from simplytalk.services.aggregation import MIRROR_TOPIC, FollowUps, Rollup, mirror_message
+from simplytalk.services.aggregation import MIRROR_TOPIC, FollowUps, mirror_after_counting, mirror_message
 from simplytalk.services.usage_deps import firestore_usage_deps
 from simplytalk.usage_counters import uncountable
 
@@ -28,18 +28,16 @@ def _drop(event_id: str, why: str) -> None:
 FOLLOW_UPS = FollowUps()  # this instance's
 
 
-def _follow_up(uid: str, commit: dt.datetime) -> None:
-    """The mirrors were rolled up moments ago: have `mirror-usage` see, once the interval is out,
-    that they cover every commit up to then. If that cannot be arranged, the usage-rollup sweep will."""
+def _ask_follow_up(uid: str, due: dt.datetime) -> bool:
+    """Publish a follow-up for `mirror-usage`; False when Pub/Sub cannot take it (the sweep will)."""
     from simplytalk.pubsub import PubSubUnavailable, publisher
 
-    due = FollowUps.due_for(commit)
     try:
         publisher().publish(MIRROR_TOPIC, mirror_message(uid, due), {"userId": uid})
     except PubSubUnavailable as exc:
         log.warning("mirrors of %s left to the sweep: %s", uid, exc, extra={"fields": {"uid": uid}})
-        return
-    FOLLOW_UPS.asked(uid, due)
+        return False
+    return True
 
 
 @document_event_handler("aggregate-token-usage", age_setting="max_usage_event_age_seconds")
@@ -64,14 +62,8 @@ def handle(change: DocumentChange) -> None:
         _drop(change.document_id, f"the counters refused it: {exc}")
         return
     try:
-        commit = applied.commit_time
-        outcome: str
-        if commit is not None and FOLLOW_UPS.pending(event.user_id, commit):
-            outcome = "follow-up pending"  # one this instance asked for covers it
-        else:
-            outcome = deps.rollup(event.user_id, commit)
-            if outcome == Rollup.DEFERRED and commit is not None:
-                _follow_up(event.user_id, commit)
+        outcome = mirror_after_counting(event.user_id, applied.commit_time, FOLLOW_UPS, deps.rollup,
+                                        _ask_follow_up)
     except gexc.InvalidArgument as exc:  # counted; the mirrors catch up on a later event or the sweep
         outcome = "refused"
         log.error("usage event %s counted, mirrors not rolled up: %s", change.document_id, exc,

@@ -14,7 +14,13 @@ from simplytalk.models import UsageEvent
 from simplytalk.paging import decode_token
 from simplytalk.pricing import DEFAULT_RATE_CARD, UsageFigures
 from simplytalk.repositories.usage import LEASE_SECONDS, Applied, InMemoryUsage
-from simplytalk.services.aggregation import MIRROR_PATIENCE, ROLLUP_INTERVAL, FollowUps, Rollup
+from simplytalk.services.aggregation import (
+    MIRROR_PATIENCE,
+    ROLLUP_INTERVAL,
+    FollowUps,
+    Rollup,
+    mirror_after_counting,
+)
 from simplytalk.services.usage import parse_grouping, parse_period
 from simplytalk.services.usage_deps import UsageDeps
 
@@ -133,29 +139,50 @@ def test_a_burst_s_rollups_are_throttled_to_one_an_interval_and_the_last_is_cove
 
 def test_one_follow_up_covers_every_later_event_of_the_burst_it_was_asked_for(
         deps: UsageDeps, usage: InMemoryUsage, clock: FakeClock) -> None:
-    """What one instance's triggers do: the first deferred event asks for a follow-up due an
-    interval after its commit; the events before that due time ask for nothing and are covered."""
+    """What one instance's triggers do (`mirror_after_counting`, as the handler calls it): the first
+    deferred event asks for a follow-up due an interval after its commit; the events before that
+    due time ask for nothing and are covered by it."""
     follow_ups = FollowUps()
-    first = deliver(deps, "resp_0", response(10))
-    assert first.commit_time is not None and deps.rollup("ann", first.commit_time) == Rollup.ROLLED_UP
-    asked = []
+    asked: list[dt.datetime] = []
+
+    def ask(uid: str, due: dt.datetime) -> bool:
+        asked.append(due)
+        return True
+
+    def counted(event_id: str, tokens: int) -> str:
+        commit = deliver(deps, event_id, response(tokens)).commit_time
+        return mirror_after_counting("ann", commit, follow_ups, deps.rollup, ask)
+
+    assert counted("resp_0", 10) == Rollup.ROLLED_UP
+    outcomes = []
     for n in range(1, 9):  # 0.1 s apart: all inside the first interval
         clock.advance(0.1)
-        commit = deliver(deps, f"resp_{n}", response(10)).commit_time
-        assert commit is not None
-        if follow_ups.pending("ann", commit):
-            continue
-        assert deps.rollup("ann", commit) == Rollup.DEFERRED
-        due = FollowUps.due_for(commit)
-        follow_ups.asked("ann", due)
-        asked.append(due)
+        outcomes.append(counted(f"resp_{n}", 10))
+    assert outcomes == [Rollup.DEFERRED] + ["follow-up pending"] * 7
     assert len(asked) == 1  # one follow-up for the eight deferred events
 
     assert deps.follow_up("ann", asked[0], patience=MIRROR_PATIENCE) == Rollup.ROLLED_UP
     assert clock() >= asked[0]  # it waited until due before rolling up
     assert summary(usage)["totalTokens"] == 90  # every event of the burst is mirrored
-    later = deliver(deps, "resp_late", response(10)).commit_time
-    assert later is not None and not follow_ups.pending("ann", later)  # past due: asks again
+    clock.advance(ROLLUP_INTERVAL)
+    assert counted("resp_late", 10) == Rollup.ROLLED_UP  # past due and past the interval: rolled up at once
+
+
+def test_a_follow_up_that_could_not_be_published_is_asked_for_again(deps: UsageDeps, clock: FakeClock) -> None:
+    follow_ups = FollowUps()
+    tries: list[dt.datetime] = []
+
+    def refused(uid: str, due: dt.datetime) -> bool:
+        tries.append(due)
+        return False
+
+    deliver(deps, "resp_0", response(10))
+    assert mirror_after_counting("ann", clock(), follow_ups, deps.rollup, lambda uid, due: True) == Rollup.ROLLED_UP
+    for n in range(1, 3):
+        clock.advance(0.1)
+        commit = deliver(deps, f"resp_{n}", response(10)).commit_time
+        mirror_after_counting("ann", commit, follow_ups, deps.rollup, refused)
+    assert len(tries) == 2  # Pub/Sub refused the first: the next event asks again, not "pending"
 
 
 def test_a_follow_up_that_finds_its_event_covered_does_nothing(deps: UsageDeps, usage: InMemoryUsage,

@@ -229,6 +229,23 @@ class FollowUps:
                 self._due = {u: d for u, d in self._due.items() if d > due - self._keep}
 
 
+def mirror_after_counting(uid: str, commit: dt.datetime | None, follow_ups: FollowUps,
+                          roll_up: Callable[[str, dt.datetime | None], Rollup],
+                          ask: Callable[[str, dt.datetime], bool]) -> str:
+    """What the trigger does for the mirrors once an event is counted: nothing when a follow-up
+    this instance asked for covers it; else a rollup, and when that is deferred, ask for a
+    follow-up due an interval after the commit (`ask` publishes it; False: it could not, and the
+    sweep will cover the event)."""
+    if commit is not None and follow_ups.pending(uid, commit):
+        return "follow-up pending"
+    outcome = roll_up(uid, commit)
+    if outcome == Rollup.DEFERRED and commit is not None:
+        due = FollowUps.due_for(commit)
+        if ask(uid, due):
+            follow_ups.asked(uid, due)
+    return str(outcome)
+
+
 def follow_up(usage: UsageCounters, uid: str, due: dt.datetime, *, now: Clock, cards: Cards,
               sleep: Callable[[float], None], patience: float = 0.0) -> Rollup:
     """`mirror-usage`: wait until the follow-up is due, so any rollup from then on reads every
