@@ -30,6 +30,7 @@ from devtools.emulator_auth import AuthUser, set_claims
 from devtools.stack import Stack
 from tests.emulator.conftest import wait_for
 from tests.emulator.test_realtime_calls import Caller, assistant_of, started
+from tests.realtime_fakes import sdk_usage
 
 HMAC_SECRET = "local-vapi-hmac"  # the local stack's demo value
 
@@ -50,18 +51,6 @@ def send_signed(stack: Stack, raw: bytes) -> None:
     response = requests.post(stack.function_url("vapi-webhook"), data=raw, timeout=30, headers={
         "Content-Type": "application/json", "x-signature": digest, "x-timestamp": timestamp})
     assert response.status_code == 200 and response.json()["outcome"] == "recorded", response.text
-
-
-def sdk_usage(text: int = 0, audio: int = 0, cached_audio: int = 0, out_text: int = 0,
-              out_audio: int = 0) -> dict[str, Any]:
-    """A `response.done` usage object as OpenAI sends it."""
-    return {"total_tokens": text + audio + out_text + out_audio, "input_tokens": text + audio,
-            "output_tokens": out_text + out_audio,
-            "input_token_details": {"text_tokens": text, "audio_tokens": audio, "image_tokens": 0,
-                                    "cached_tokens": cached_audio,
-                                    "cached_tokens_details": {"text_tokens": 0, "audio_tokens": cached_audio,
-                                                              "image_tokens": 0}},
-            "output_token_details": {"text_tokens": out_text, "audio_tokens": out_audio}}
 
 
 def tap_event(db: Any, event_id: str, uid: str, assistant: str, model: str, when: dt.datetime,

@@ -22,20 +22,10 @@ from simplytalk.repositories.rate_cards import InMemoryRateCards
 from simplytalk.services.billing_deps import MarginDeps
 from simplytalk.services.margin import TooManyEvents, margin, parse_query
 
+from tests.realtime_fakes import sdk_usage
+
 OCT = dt.datetime(2026, 10, 20, 9, 0, tzinfo=dt.UTC)
 NOV = dt.datetime(2026, 11, 2, 9, 0, tzinfo=dt.UTC)
-
-
-def sdk_usage(text: int = 0, audio: int = 0, cached_audio: int = 0, out_text: int = 0,
-              out_audio: int = 0) -> dict[str, Any]:
-    """A `response.done` usage object as OpenAI sends it."""
-    return {"total_tokens": text + audio + out_text + out_audio, "input_tokens": text + audio,
-            "output_tokens": out_text + out_audio,
-            "input_token_details": {"text_tokens": text, "audio_tokens": audio, "image_tokens": 0,
-                                    "cached_tokens": cached_audio,
-                                    "cached_tokens_details": {"text_tokens": 0, "audio_tokens": cached_audio,
-                                                              "image_tokens": 0}},
-            "output_token_details": {"text_tokens": out_text, "audio_tokens": out_audio}}
 
 
 class Month:
